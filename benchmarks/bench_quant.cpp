@@ -1,0 +1,116 @@
+// Quantizer kernels on a 4096 x 4096 fp32 weight and a 2048 x 4096 activation, with memcpy of the same
+// buffer as the roofline.  bytes/s counts the fp32 input once for every benchmark (memcpy of N bytes
+// reads N and writes N; fake-quant reads N and writes N), so "fake-quant / memcpy" is a traffic ratio.
+//
+//   build/benchmarks/bench_quant --benchmark_counters_tabular=true
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <lowbit/lowbit.hpp>
+#include <random>
+#include <vector>
+
+namespace {
+
+lowbit::MatrixRM make(long rows, long cols) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  lowbit::MatrixRM m(rows, cols);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = nd(rng);
+  return m;
+}
+
+const lowbit::MatrixRM& weight() {
+  static const lowbit::MatrixRM w = make(4096, 4096);
+  return w;
+}
+const lowbit::MatrixRM& activation() {
+  static const lowbit::MatrixRM a = make(2048, 4096);
+  return a;
+}
+
+void set_bytes(benchmark::State& st, const lowbit::MatrixRM& m) {
+  st.SetBytesProcessed(std::int64_t(st.iterations()) * std::int64_t(m.size()) * 4);
+  st.counters["threads"] = lowbit::max_threads();
+}
+
+void BM_memcpy_weight(benchmark::State& st) {
+  const auto& w = weight();
+  lowbit::MatrixRM out(w.rows(), w.cols());
+  out.setZero();
+  for (auto _ : st) {
+    // split like the kernels so both use every core
+    lowbit::parallel_for_chunks(w.rows(), 64, [&](std::int64_t b, std::int64_t e) {
+      std::memcpy(out.row(b).data(), w.row(b).data(), std::size_t((e - b) * w.cols()) * 4);
+    });
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  set_bytes(st, w);
+}
+
+template <class Q>
+void BM_fake_quant(benchmark::State& st, Q q) {
+  const auto& w = weight();
+  lowbit::MatrixRM out(w.rows(), w.cols());
+  out.setZero();
+  for (auto _ : st) {
+    auto P = lowbit::fake_quant(q, w, out);
+    benchmark::DoNotOptimize(P.scale.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_bytes(st, w);
+}
+
+template <class Q>
+void BM_quantize_pack(benchmark::State& st, Q q, const lowbit::MatrixRM* src) {
+  const auto& w = *src;
+  lowbit::CodesRM codes;
+  std::vector<std::uint8_t> packed(lowbit::packed_bytes(std::size_t(w.cols()), Q::bits) * std::size_t(w.rows()));
+  const std::size_t row_bytes = lowbit::packed_bytes(std::size_t(w.cols()), Q::bits);
+  for (auto _ : st) {
+    const auto P = lowbit::compute_params(q, w);
+    lowbit::quantize(q, w, P, codes);
+    lowbit::parallel_for(w.rows(), [&](std::int64_t r) {
+      lowbit::pack_bits(codes.row(r).data(), std::size_t(w.cols()), Q::bits, packed.data() + std::size_t(r) * row_bytes);
+    });
+    benchmark::DoNotOptimize(packed.data());
+  }
+  set_bytes(st, w);
+}
+
+using lowbit::Asymmetric;
+using lowbit::Bits;
+using lowbit::Symmetric;
+using W4g128A = lowbit::Quantizer<Bits<4>, lowbit::PerGroup<128>, Asymmetric>;
+using W4g128S = lowbit::Quantizer<Bits<4>, lowbit::PerGroup<128>, Symmetric>;
+using W8ch = lowbit::Quantizer<Bits<8>, lowbit::PerChannel, Symmetric>;
+using A8tok = lowbit::Quantizer<Bits<8>, lowbit::PerToken, Symmetric>;
+
+void BM_memcpy_activation(benchmark::State& st) {
+  const auto& a = activation();
+  lowbit::MatrixRM out(a.rows(), a.cols());
+  out.setZero();
+  for (auto _ : st) {
+    lowbit::parallel_for_chunks(a.rows(), 64, [&](std::int64_t b, std::int64_t e) {
+      std::memcpy(out.row(b).data(), a.row(b).data(), std::size_t((e - b) * a.cols()) * 4);
+    });
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  set_bytes(st, a);
+}
+
+}  // namespace
+
+BENCHMARK(BM_memcpy_weight)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_fake_quant, w4g128_asym, W4g128A{})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_fake_quant, w4g128_sym, W4g128S{})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_fake_quant, w8_perchannel_sym, W8ch{})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_quantize_pack, w4g128_asym, W4g128A{}, &weight())->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_quantize_pack, w4g128_sym, W4g128S{}, &weight())->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_quantize_pack, w8_perchannel_sym, W8ch{}, &weight())->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_memcpy_activation)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_quantize_pack, a8_pertoken_sym, A8tok{}, &activation())->UseRealTime()->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();

@@ -1,0 +1,132 @@
+// lowbit/simd/quantize_row.hpp -- the per-row (per-group) kernels every quantizer runs.
+//
+// Each kernel has a scalar `_ref` twin.  The fast version must give bit-identical results (tests check
+// this on random and adversarial data and awkward lengths): both divide by the scale, round half to
+// even (nearbyint in the default rounding mode), add the zero point after rounding and clamp, exactly
+// as the reference formula in quant/grid.hpp does.
+//
+//   minmax_row        min and max of n floats; false if any is NaN or +-Inf
+//   fake_quant_row    y = (clamp(rint(x/s) + z, 0, qmax) - z) * s
+//   quantize_row      codes = clamp(rint(x/s) + z, 0, qmax)  as uint8
+//   dequantize_row    y = (code - z) * s
+// (Grid::ggml's truncating formula is not handled here; quant/quantizer.hpp runs it through grid.hpp.)
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "xsimd_compat.hpp"
+
+namespace lowbit::simd {
+
+inline bool minmax_row_ref(const float* x, std::int64_t n, float& mn, float& mx) {
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+  bool finite = true;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    finite &= std::fabs(v) <= std::numeric_limits<float>::max();
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  mn = lo + 0.0f;  // + 0.0f turns -0 into +0, so the SIMD and scalar paths agree on signed zeros
+  mx = hi + 0.0f;
+  return finite;
+}
+
+inline void fake_quant_row_ref(const float* x, float* y, std::int64_t n, float s, float z, float qmax) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float q = std::min(std::max(std::nearbyint(x[i] / s) + z, 0.0f), qmax);
+    y[i] = (q - z) * s;
+  }
+}
+
+inline void quantize_row_ref(const float* x, std::uint8_t* codes, std::int64_t n, float s, float z, float qmax) {
+  for (std::int64_t i = 0; i < n; ++i)
+    codes[i] = static_cast<std::uint8_t>(std::min(std::max(std::nearbyint(x[i] / s) + z, 0.0f), qmax));
+}
+
+inline void dequantize_row_ref(const std::uint8_t* codes, float* y, std::int64_t n, float s, float z) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = (static_cast<float>(codes[i]) - z) * s;
+}
+
+#if LOWBIT_HAS_XSIMD
+
+inline bool minmax_row(const float* x, std::int64_t n, float& mn, float& mx) {
+  const std::int64_t w = static_cast<std::int64_t>(fwidth);
+  if (n < 2 * w) return minmax_row_ref(x, n, mn, mx);
+  fbatch lo0 = fbatch::load_unaligned(x), hi0 = lo0, lo1 = lo0, hi1 = lo0;
+  const fbatch fmax(std::numeric_limits<float>::max());
+  auto bad = !(xsimd::abs(lo0) <= fmax);
+  std::int64_t i = w;
+  for (; i + 2 * w <= n; i += 2 * w) {  // two accumulators hide the min/max latency
+    const fbatch a = fbatch::load_unaligned(x + i), b = fbatch::load_unaligned(x + i + w);
+    lo0 = xsimd::min(lo0, a);
+    hi0 = xsimd::max(hi0, a);
+    lo1 = xsimd::min(lo1, b);
+    hi1 = xsimd::max(hi1, b);
+    bad = bad | !(xsimd::abs(a) <= fmax) | !(xsimd::abs(b) <= fmax);
+  }
+  for (; i + w <= n; i += w) {
+    const fbatch a = fbatch::load_unaligned(x + i);
+    lo0 = xsimd::min(lo0, a);
+    hi0 = xsimd::max(hi0, a);
+    bad = bad | !(xsimd::abs(a) <= fmax);
+  }
+  float lo = reduce_min(xsimd::min(lo0, lo1)), hi = reduce_max(xsimd::max(hi0, hi1));
+  bool finite = !xsimd::any(bad);
+  if (i < n) {
+    float tlo, thi;
+    finite &= minmax_row_ref(x + i, n - i, tlo, thi);
+    lo = std::min(lo, tlo);
+    hi = std::max(hi, thi);
+  }
+  mn = lo + 0.0f;
+  mx = hi + 0.0f;
+  return finite;
+}
+
+inline void fake_quant_row(const float* x, float* y, std::int64_t n, float s, float z, float qmax) {
+  const std::int64_t w = static_cast<std::int64_t>(fwidth);
+  const fbatch vs(s), vz(z), vq(qmax), v0(0.0f);
+  std::int64_t i = 0;
+  for (; i + w <= n; i += w) {
+    const fbatch q = xsimd::min(xsimd::max(xsimd::nearbyint(fbatch::load_unaligned(x + i) / vs) + vz, v0), vq);
+    ((q - vz) * vs).store_unaligned(y + i);
+  }
+  fake_quant_row_ref(x + i, y + i, n - i, s, z, qmax);
+}
+
+inline void quantize_row(const float* x, std::uint8_t* codes, std::int64_t n, float s, float z, float qmax) {
+  const std::int64_t w = static_cast<std::int64_t>(fwidth);
+  const fbatch vs(s), vz(z), vq(qmax), v0(0.0f);
+  alignas(64) std::int32_t t[fwidth];
+  std::int64_t i = 0;
+  for (; i + w <= n; i += w) {
+    const fbatch q = xsimd::min(xsimd::max(xsimd::nearbyint(fbatch::load_unaligned(x + i) / vs) + vz, v0), vq);
+    xsimd::batch_cast<std::int32_t>(q).store_aligned(t);
+    for (std::int64_t k = 0; k < w; ++k) codes[i + k] = static_cast<std::uint8_t>(t[k]);
+  }
+  quantize_row_ref(x + i, codes + i, n - i, s, z, qmax);
+}
+
+#else
+
+inline bool minmax_row(const float* x, std::int64_t n, float& mn, float& mx) { return minmax_row_ref(x, n, mn, mx); }
+inline void fake_quant_row(const float* x, float* y, std::int64_t n, float s, float z, float qmax) {
+  fake_quant_row_ref(x, y, n, s, z, qmax);
+}
+inline void quantize_row(const float* x, std::uint8_t* codes, std::int64_t n, float s, float z, float qmax) {
+  quantize_row_ref(x, codes, n, s, z, qmax);
+}
+
+#endif
+
+// Dequantization is a convert-subtract-multiply the compiler vectorises well from the plain loop, so the
+// fast version is the reference itself.
+inline void dequantize_row(const std::uint8_t* codes, float* y, std::int64_t n, float s, float z) {
+  dequantize_row_ref(codes, y, n, s, z);
+}
+
+}  // namespace lowbit::simd

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# All tests: set up, build (Release) and run every test, then again under AddressSanitizer +
+# UndefinedBehaviorSanitizer in a second build directory.
+#   bash scripts/test.sh
+# Tests that need ../shared (or $LOWBIT_SHARED) skip with a message when it is absent; under CI
+# (CI=true) a missing file fails them instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ "${CI:-}" = "true" ]; then export LOWBIT_REQUIRE_SHARED=1; fi
+jobs=$(nproc 2>/dev/null || echo 2)
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$jobs"
+(cd build && ctest -j "$jobs" --output-on-failure)
+
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_SANITIZE=ON \
+      -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_INSTALL=OFF
+cmake --build build-asan -j "$jobs"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest -j "$jobs" --output-on-failure)
