@@ -15,3 +15,7 @@
 #include "quant/policy.hpp"
 #include "quant/quantizer.hpp"
 #include "quant/spec.hpp"
+#include "model/llama.hpp"
+#include "model/load_llama2c.hpp"
+#include "model/perplexity.hpp"
+#include "model/tokenizer.hpp"

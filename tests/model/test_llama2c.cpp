@@ -1,0 +1,214 @@
+// The three real llama2.c models of shared/: loading, tokenizer parity, a naive double-precision forward,
+// greedy samples and perplexity against the independent reimplementation's figures (shared/README.md).
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <fstream>
+#include <lowbit/lowbit.hpp>
+
+#include "support/shared_data.hpp"
+
+using namespace lowbit;
+
+namespace {
+
+const char* kStories = "models/stories260K/stories260K.bin";
+const char* kTok512 = "models/stories260K/tok512.bin";
+
+const Model& stories() {
+  static const Model m = load_llama2c(lowbit_test::shared_path(kStories));
+  return m;
+}
+
+// Naive forward in double, written from the llama2.c equations, one token at a time with a KV cache.
+std::vector<std::vector<double>> naive_logits(const Model& m, const std::vector<int>& toks) {
+  const LlamaConfig& c = m.cfg;
+  const int D = c.dim, hd = c.head_dim(), KV = c.kv_dim(), Hh = c.hidden_dim;
+  const int NL = c.n_layers;
+  std::vector<std::vector<std::vector<double>>> kc(NL), vc(NL);
+  std::vector<std::vector<double>> out;
+  auto matvec = [](const MatrixRM& W, const std::vector<double>& x) {
+    std::vector<double> y(std::size_t(W.rows()), 0.0);
+    for (Eigen::Index i = 0; i < W.rows(); ++i)
+      for (Eigen::Index j = 0; j < W.cols(); ++j) y[i] += double(W(i, j)) * x[j];
+    return y;
+  };
+  auto rms = [&](const std::vector<double>& x, const Eigen::VectorXf& w) {
+    double ss = 0;
+    for (double v : x) ss += v * v;
+    ss = 1.0 / std::sqrt(ss / double(x.size()) + 1e-5);
+    std::vector<double> y(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = double(w[Eigen::Index(i)]) * x[i] * ss;
+    return y;
+  };
+  for (std::size_t pos = 0; pos < toks.size(); ++pos) {
+    std::vector<double> x(static_cast<std::size_t>(D));
+    for (int i = 0; i < D; ++i) x[i] = m.tok_embeddings(toks[pos], i);
+    for (int l = 0; l < NL; ++l) {
+      const Block& b = m.blocks[std::size_t(l)];
+      auto xn = rms(x, b.attn_norm);
+      auto q = matvec(b.q.W, xn), k = matvec(b.k.W, xn), v = matvec(b.v.W, xn);
+      for (int i = 0; i < D; i += 2) {  // adjacent-pair RoPE
+        const double f = 1.0 / std::pow(10000.0, double(i % hd) / hd), a = double(pos) * f;
+        const double cr = std::cos(a), ci = std::sin(a);
+        for (auto* vec : {&q, &k}) {
+          if (i >= int(vec->size())) continue;
+          const double v0 = (*vec)[i], v1 = (*vec)[i + 1];
+          (*vec)[i] = v0 * cr - v1 * ci;
+          (*vec)[i + 1] = v0 * ci + v1 * cr;
+        }
+      }
+      kc[l].push_back(k);
+      vc[l].push_back(v);
+      std::vector<double> att(std::size_t(D), 0.0);
+      for (int h = 0; h < c.n_heads; ++h) {
+        const int kvh = h / (c.n_heads / c.n_kv_heads);
+        std::vector<double> sc(pos + 1);
+        double mx = -1e300;
+        for (std::size_t t = 0; t <= pos; ++t) {
+          double s = 0;
+          for (int i = 0; i < hd; ++i) s += q[h * hd + i] * kc[l][t][kvh * hd + i];
+          sc[t] = s / std::sqrt(double(hd));
+          mx = std::max(mx, sc[t]);
+        }
+        double sum = 0;
+        for (auto& s : sc) sum += (s = std::exp(s - mx));
+        for (std::size_t t = 0; t <= pos; ++t)
+          for (int i = 0; i < hd; ++i) att[h * hd + i] += sc[t] / sum * vc[l][t][kvh * hd + i];
+      }
+      auto o = matvec(b.o.W, att);
+      for (int i = 0; i < D; ++i) x[i] += o[i];
+      xn = rms(x, b.ffn_norm);
+      auto g = matvec(b.gate.W, xn), u = matvec(b.up.W, xn);
+      for (int i = 0; i < Hh; ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+      auto d = matvec(b.down.W, g);
+      for (int i = 0; i < D; ++i) x[i] += d[i];
+      (void)KV;
+    }
+    out.push_back(matvec(m.classifier(), rms(x, m.final_norm)));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("stories260K loads with the documented config", "[data][model]") {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  const Model& m = stories();
+  REQUIRE(m.cfg.dim == 64);
+  REQUIRE(m.cfg.hidden_dim == 172);
+  REQUIRE(m.cfg.n_layers == 5);
+  REQUIRE(m.cfg.n_heads == 8);
+  REQUIRE(m.cfg.n_kv_heads == 4);
+  REQUIRE(m.cfg.vocab_size == 512);
+  REQUIRE(m.cfg.tied_embeddings);
+  REQUIRE(m.blocks[4].down.W.rows() == 64);
+  REQUIRE(m.blocks[4].down.W.cols() == 172);
+}
+
+TEST_CASE("tok512 encodes the eval and calib texts to exactly the reference ids", "[data][tokenizer]") {
+  LOWBIT_REQUIRE_SHARED(kTok512);
+  const Tokenizer tok = Tokenizer::load_llama2c(lowbit_test::shared_path(kTok512), 512);
+  for (std::string part : {"eval", "calib"}) {
+    const std::string text = read_text_file(lowbit_test::shared_path("data/tinystories/tinystories_val." + part + ".txt"));
+    const std::vector<int> ref = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val." + part + ".tokens.i32"));
+    const std::vector<int> ids = tok.encode(text, true);
+    REQUIRE(ids.size() == ref.size());
+    REQUIRE(ids == ref);
+  }
+  // by hand from the vocabulary file: "Once" after the dummy prefix is one merged piece " Once"
+  const std::vector<int> once = tok.encode("Once", false);
+  REQUIRE(once.size() == 1);
+  REQUIRE(tok.vocab[std::size_t(once[0])] == " Once");
+  REQUIRE(tok.decode(tok.encode("Hello, \xc3\xa9t\xc3\xa9 world!\n", true)) == "Hello, \xc3\xa9t\xc3\xa9 world!\n");  // no space after BOS (llama2.c decode)
+  REQUIRE(tok.encode("", true) == std::vector<int>{1});
+}
+
+TEST_CASE("stories260K forward matches a naive double-precision forward", "[data][model]") {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  const Model& m = stories();
+  const std::vector<int> toks = {1, 403, 407, 261, 378, 432, 261, 269, 1000 % 512, 300, 46, 280, 10, 13};
+  const MatrixRM got = forward(m, toks, int(toks.size()));
+  const auto ref = naive_logits(m, toks);
+  double max_err = 0, max_ref = 0;
+  for (std::size_t t = 0; t < toks.size(); ++t)
+    for (int j = 0; j < m.cfg.vocab_size; ++j) {
+      max_err = std::max(max_err, std::fabs(double(got(Eigen::Index(t), j)) - ref[t][std::size_t(j)]));
+      max_ref = std::max(max_ref, std::fabs(ref[t][std::size_t(j)]));
+    }
+  INFO("max |logit error| " << max_err << " of max |logit| " << max_ref);
+  REQUIRE(max_err < 2e-4 * max_ref);
+  // batching two sequences gives each one's logits
+  std::vector<int> two = toks;
+  two.insert(two.end(), toks.rbegin(), toks.rend());
+  const MatrixRM both = forward(m, two, int(toks.size()));
+  REQUIRE((both.topRows(Eigen::Index(toks.size())) - got).cwiseAbs().maxCoeff() < 1e-5f * float(max_ref));
+}
+
+TEST_CASE("stories260K greedy sample from BOS is the known story", "[data][model]") {
+  LOWBIT_REQUIRE_SHARED(kTok512);
+  const Model& m = stories();
+  const Tokenizer tok = Tokenizer::load_llama2c(lowbit_test::shared_path(kTok512), 512);
+  const std::string text = tok.decode(generate_greedy(m, {1}, 40));
+  INFO(text);
+  REQUIRE(text.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 0) == 0);
+}
+
+TEST_CASE("stories260K perplexity matches the independent reimplementation", "[data][ppl]") {
+  LOWBIT_REQUIRE_SHARED("data/tinystories/tinystories_val.eval.tokens.i32");
+  const Model& m = stories();
+  const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.eval.tokens.i32"));
+  const PerplexityResult a = perplexity(m, ids, 512);
+  const PerplexityResult b = perplexity(m, ids, 256);
+  const PerplexityResult c = perplexity(m, ids, 256, 100352);
+  INFO("ppl " << a.ppl << " " << b.ppl << " " << c.ppl);
+  REQUIRE(a.ppl == Approx(5.820).margin(0.0015));
+  REQUIRE(b.ppl == Approx(5.839).margin(0.0015));
+  REQUIRE(c.ppl == Approx(6.707).margin(0.0015));
+  REQUIRE(c.predictions == 392 * 255);
+}
+
+TEST_CASE("babyllama-tok105 and the Q8_0 Shakespeare model load and generate their known text", "[data][model]") {
+  LOWBIT_REQUIRE_SHARED("models/babyllama-tok105/model5000.bin");
+  const Model baby = load_llama2c(lowbit_test::shared_path("models/babyllama-tok105/model5000.bin"));
+  REQUIRE(baby.cfg.dim == 128);
+  const Tokenizer t105 = Tokenizer::load_sentencepiece_vocab(lowbit_test::shared_path("models/babyllama-tok105/tok105.vocab"));
+  REQUIRE(t105.vocab.size() == 105);
+  const std::string s = t105.decode(generate_greedy(baby, {1}, 110));
+  INFO(s);
+  REQUIRE(s.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine.", 0) == 0);
+  const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.eval.tok105.i32"));
+  REQUIRE(perplexity(baby, ids, 256, 100352).ppl == Approx(2.9106).margin(0.0015));
+
+  LOWBIT_REQUIRE_SHARED("models/prometheus-shakespeare-q80/shakespeare_q80.bin");
+  const Model sh = load_llama2c(lowbit_test::shared_path("models/prometheus-shakespeare-q80/shakespeare_q80.bin"));
+  REQUIRE(sh.cfg.dim == 192);
+  REQUIRE(sh.cfg.n_kv_heads == 6);
+  std::string txt;
+  for (int id : generate_greedy(sh, {1}, 40))
+    if (id >= 3) txt += char(id - 3);
+  INFO(txt);
+  REQUIRE(txt.rfind("MENENIUS:\nWhat is the matter?", 0) == 0);
+}
+
+TEST_CASE("corrupt llama2.c files are clear errors naming the file", "[data][model]") {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  const std::string src = read_text_file(lowbit_test::shared_path(kStories));
+  const std::string p = std::string(LOWBIT_BUILD_DIR) + "/corrupt.bin";
+  auto write = [&](const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; };
+  write(src.substr(0, src.size() - 100));
+  REQUIRE_THROWS_WITH(load_llama2c(p), Catch::Contains("corrupt.bin") && Catch::Contains("truncated"));
+  write(src + "extra");
+  REQUIRE_THROWS_WITH(load_llama2c(p), Catch::Contains("unexpected bytes"));
+  std::string bad = src;
+  bad[12] = 7;  // n_heads = 7 does not divide dim 64
+  write(bad);
+  REQUIRE_THROWS_WITH(load_llama2c(p), Catch::Contains("not a multiple of n_heads"));
+  bad = src;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(&bad[28 + 4 * 100], &nan, 4);
+  write(bad);
+  REQUIRE_THROWS_WITH(load_llama2c(p), Catch::Contains("token_embedding has a non-finite value at element 100"));
+  write("abc");
+  REQUIRE_THROWS_WITH(load_llama2c(p), Catch::Contains("too small"));
+  std::remove(p.c_str());
+}
