@@ -31,8 +31,7 @@ inline double sum_nll(const MatrixRM& logits, const std::vector<int>& targets, E
   for (Eigen::Index t = 0; t < rows; ++t) {
     const auto row = logits.row(first_row + t);
     const float m = row.maxCoeff();
-    double s = 0.0;
-    for (Eigen::Index j = 0; j < row.size(); ++j) s += std::exp(double(row[j]) - double(m));
+    const double s = (row.array() - m).exp().template cast<double>().sum();  // float exp, double sum
     total += double(m) + std::log(s) - double(row[targets[std::size_t(t)]]);
   }
   return total;
