@@ -19,3 +19,4 @@
 #include "model/load_llama2c.hpp"
 #include "model/perplexity.hpp"
 #include "model/tokenizer.hpp"
+#include "model/calibration.hpp"

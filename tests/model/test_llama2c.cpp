@@ -165,6 +165,10 @@ TEST_CASE("stories260K perplexity matches the independent reimplementation", "[d
   REQUIRE(b.ppl == Approx(5.839).margin(0.0015));
   REQUIRE(c.ppl == Approx(6.707).margin(0.0015));
   REQUIRE(c.predictions == 392 * 255);
+  set_num_threads(1);
+  const PerplexityResult c1 = perplexity(m, ids, 256, 100352);
+  set_num_threads(2);
+  REQUIRE(c1.nll == c.nll);  // bitwise, whatever the thread count
 }
 
 TEST_CASE("babyllama-tok105 and the Q8_0 Shakespeare model load and generate their known text", "[data][model]") {
@@ -211,4 +215,23 @@ TEST_CASE("corrupt llama2.c files are clear errors naming the file", "[data][mod
   write("abc");
   REQUIRE_THROWS_WITH(load_llama2c(p), Catch::Contains("too small"));
   std::remove(p.c_str());
+}
+
+TEST_CASE("rotate-half RoPE on Hugging Face-permuted q/k rows equals interleaved RoPE", "[data][model]") {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  // HF's LLaMA conversion reorders each head's q/k rows from pairs (2i, 2i+1) to (i, i + hd/2); with the
+  // rotate-half convention the model must compute the same function.
+  Model hf = stories();
+  hf.cfg.rope = RopeStyle::rotate_half;
+  const int hd = hf.cfg.head_dim(), half = hd / 2;
+  auto permute = [&](MatrixRM& W) {
+    const MatrixRM old = W;
+    for (Eigen::Index h = 0; h < W.rows() / hd; ++h)
+      for (int i = 0; i < half; ++i)
+        for (int j = 0; j < 2; ++j) W.row(h * hd + j * half + i) = old.row(h * hd + 2 * i + j);
+  };
+  for (Block& b : hf.blocks) permute(b.q.W), permute(b.k.W);
+  const std::vector<int> toks = {1, 403, 407, 261, 378, 432, 261, 269, 300, 46, 280};
+  const MatrixRM a = forward(stories(), toks, int(toks.size())), b = forward(hf, toks, int(toks.size()));
+  REQUIRE((a - b).cwiseAbs().maxCoeff() < 1e-4f * a.cwiseAbs().maxCoeff());
 }
