@@ -20,3 +20,6 @@
 #include "model/perplexity.hpp"
 #include "model/tokenizer.hpp"
 #include "model/calibration.hpp"
+#include "model/load_hf.hpp"
+#include "io/gguf.hpp"
+#include "model/load.hpp"

@@ -102,15 +102,34 @@ inline std::vector<ScaleGroup> scale_groups() {
           {"ffn_norm", {Role::gate, Role::up}}, {"up_proj", {Role::down}}};
 }
 
+// A model keeps its blocks either resident (`blocks`, filled by the small-model loaders) or mapped: then
+// `blocks` is empty and `block_loader(i)` converts block i from the memory-mapped file to float on demand,
+// so working on a model costs the file's pages plus one block in fp32 (see with_block()).
 struct Model {
   LlamaConfig cfg;
   MatrixRM tok_embeddings;  // [vocab, dim]
   std::vector<Block> blocks;
+  std::function<Block(int)> block_loader;
   Eigen::VectorXf final_norm;  // [dim]
   MatrixRM output;             // [vocab, dim]; empty when tied to tok_embeddings
 
   const MatrixRM& classifier() const { return cfg.tied_embeddings ? tok_embeddings : output; }
+  bool resident() const { return !blocks.empty(); }
+  // Loads every mapped block into `blocks` (for algorithms that edit weights in place).
+  void make_resident() {
+    if (resident()) return;
+    for (int i = 0; i < cfg.n_layers; ++i) blocks.push_back(block_loader(i));
+  }
 };
+
+// Calls fn(const Block&) with block i, converting it from the mapped file when the model is not resident.
+template <class Fn>
+void with_block(const Model& m, int i, Fn&& fn) {
+  if (m.resident()) return fn(m.blocks[std::size_t(i)]);
+  if (!m.block_loader) fail("model has neither resident blocks nor a block loader");
+  const Block b = m.block_loader(i);
+  fn(b);
+}
 
 // Hooks a forward pass calls; all optional.
 struct BlockHooks {
@@ -180,20 +199,27 @@ inline void block_forward(const LlamaConfig& cfg, const Block& blk, MatrixRM& x,
   }
   detail::rope(q, H, hd, L, cfg);
   detail::rope(k, KV, hd, L, cfg);
+  // Causal attention per (sequence, head), in blocks of query rows so only keys 0..i1 are touched.
   const float inv_sqrt = 1.0f / std::sqrt(float(hd));
+  constexpr Eigen::Index kRows = 64;
   parallel_for(n * H, [&](std::int64_t job) {
     const Eigen::Index s = job / H, h = job % H, kvh = h / group;
-    const auto Q = q.block(s * L, h * hd, L, hd);
-    const auto K = k.block(s * L, kvh * hd, L, hd);
-    const auto V = v.block(s * L, kvh * hd, L, hd);
-    MatrixRM S = (Q * K.transpose()) * inv_sqrt;  // [L, L]
-    for (Eigen::Index i = 0; i < L; ++i) {        // causal softmax over keys 0..i (Eigen's vectorised exp)
-      auto r = S.row(i).head(i + 1).array();
-      r = (r - r.maxCoeff()).exp();
-      r *= 1.0f / r.sum();
-      S.row(i).tail(L - i - 1).setZero();
+    MatrixRM S;
+    for (Eigen::Index i0 = 0; i0 < L; i0 += kRows) {
+      const Eigen::Index rows = std::min<Eigen::Index>(kRows, L - i0), keys = i0 + rows;
+      const auto Q = q.block(s * L + i0, h * hd, rows, hd);
+      const auto K = k.block(s * L, kvh * hd, keys, hd);
+      const auto V = v.block(s * L, kvh * hd, keys, hd);
+      S.noalias() = Q * K.transpose();  // [rows, keys]
+      for (Eigen::Index r = 0; r < rows; ++r) {  // softmax over keys 0..i0+r (Eigen's vectorised exp)
+        auto a = S.row(r).head(i0 + r + 1).array();
+        a *= inv_sqrt;
+        a = (a - a.maxCoeff()).exp();
+        a *= 1.0f / a.sum();
+        S.row(r).tail(keys - i0 - r - 1).setZero();
+      }
+      att.block(s * L + i0, h * hd, rows, hd).noalias() = S * V;
     }
-    att.block(s * L, h * hd, L, hd).noalias() = S * V;
   });
   MatrixRM o;
   detail::apply_linear(Role::o, blk.o, att, o, hooks);
@@ -234,7 +260,7 @@ inline MatrixRM logits_from_hidden(const Model& m, const MatrixRM& x) {
 // Logits of n sequences of length L given as n*L token ids.
 inline MatrixRM forward(const Model& m, const std::vector<int>& tokens, int L) {
   MatrixRM x = embed(m, tokens);
-  for (const Block& b : m.blocks) block_forward(m.cfg, b, x, L);
+  for (int i = 0; i < m.cfg.n_layers; ++i) with_block(m, i, [&](const Block& b) { block_forward(m.cfg, b, x, L); });
   return logits_from_hidden(m, x);
 }
 

@@ -37,8 +37,10 @@ inline double sum_nll(const MatrixRM& logits, const std::vector<int>& targets, E
   return total;
 }
 
+// Windows go through the model in chunks of about `chunk_tokens` tokens (whole windows), each chunk block by
+// block, so a mapped model converts one block at a time and activations stay bounded.
 inline PerplexityResult perplexity(const Model& m, const std::vector<int>& stream, int seq_len,
-                                   std::int64_t max_tokens = -1, int batch = 8) {
+                                   std::int64_t max_tokens = -1, std::int64_t chunk_tokens = 8192) {
   if (seq_len < 2) fail("perplexity: seq_len ", seq_len, " must be at least 2");
   if (m.cfg.max_seq_len > 0 && seq_len > m.cfg.max_seq_len)
     fail("perplexity: seq_len ", seq_len, " exceeds the model's context of ", m.cfg.max_seq_len);
@@ -49,6 +51,7 @@ inline PerplexityResult perplexity(const Model& m, const std::vector<int>& strea
   r.windows = n / seq_len;
   if (r.windows == 0) fail("perplexity: ", n, " tokens is shorter than one window of ", seq_len);
   double total = 0.0;
+  const std::int64_t batch = std::max<std::int64_t>(1, chunk_tokens / seq_len);
   for (std::int64_t w0 = 0; w0 < r.windows; w0 += batch) {
     const std::int64_t nw = std::min<std::int64_t>(batch, r.windows - w0);
     std::vector<int> tokens(stream.begin() + w0 * seq_len, stream.begin() + (w0 + nw) * seq_len);

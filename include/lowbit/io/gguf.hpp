@@ -1,0 +1,284 @@
+// lowbit/io/gguf.hpp -- GGUF v3 files: a reader (memory-mapped, validated) and a writer (atomic).
+//
+// Layout (all little-endian; "string" = u64 byte length + bytes, no terminator):
+//   1. magic "GGUF", u32 version (2 or 3), u64 tensor_count, u64 kv_count;
+//   2. kv_count pairs: string key, u32 value type, value.  Types: 0 u8, 1 i8, 2 u16, 3 i16, 4 u32, 5 i32,
+//      6 f32, 7 bool (u8), 8 string, 9 array (u32 element type, u64 count, elements), 10 u64, 11 i64, 12 f64;
+//   3. tensor_count infos: string name, u32 n_dims, u64 ne[n_dims] (ne[0] is the innermost, contiguous
+//      dimension: a row-major [rows, cols] matrix has ne = {cols, rows}), u32 ggml type, u64 offset;
+//   4. padding to `general.alignment` (u32, default 32), then the data section; a tensor's bytes start at
+//      data_start + offset (offsets are multiples of the alignment).
+// ggml types read as float here: 0 F32, 1 F16, 30 BF16 (quantized types come with the export issue).
+// The reader checks every length and offset against the file and names the file, key or tensor in errors.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "../core/dtype.hpp"
+#include "../core/error.hpp"
+#include "atomic_file.hpp"
+#include "mapped_file.hpp"
+
+namespace lowbit {
+
+struct GgufValue {
+  enum Type : std::uint32_t { u8 = 0, i8, u16, i16, u32, i32, f32, boolean, string, array, u64, i64, f64 };
+  Type type = u32;
+  double num = 0;                // every numeric and bool value
+  std::string str;               // string
+  Type elem = u32;               // array element type
+  std::vector<double> nums;      // numeric arrays
+  std::vector<std::string> strs; // string arrays
+};
+
+struct GgufTensor {
+  std::string name;
+  std::uint32_t ggml_type = 0;
+  std::vector<std::uint64_t> ne;  // innermost first
+  const std::uint8_t* data = nullptr;
+  std::uint64_t nbytes = 0;
+  std::uint64_t numel() const {
+    std::uint64_t n = 1;
+    for (auto d : ne) n *= d;
+    return n;
+  }
+};
+
+inline bool ggml_type_to_dtype(std::uint32_t t, DType& d) {
+  if (t == 0) return d = DType::f32, true;
+  if (t == 1) return d = DType::f16, true;
+  if (t == 30) return d = DType::bf16, true;
+  return false;
+}
+
+class GgufFile {
+ public:
+  explicit GgufFile(const std::string& path) : file_(path) { parse(); }
+  const std::string& path() const { return file_.path(); }
+  const std::map<std::string, GgufValue>& kv() const { return kv_; }
+  const std::map<std::string, GgufTensor>& tensors() const { return tensors_; }
+  std::uint32_t version() const { return version_; }
+
+  const GgufValue* find(const std::string& key) const {
+    auto it = kv_.find(key);
+    return it == kv_.end() ? nullptr : &it->second;
+  }
+  const GgufValue& at(const std::string& key) const {
+    const GgufValue* v = find(key);
+    if (!v) fail(path(), ": missing metadata key '", key, "'");
+    return *v;
+  }
+  const GgufTensor& tensor(const std::string& name) const {
+    auto it = tensors_.find(name);
+    if (it == tensors_.end()) fail(path(), ": missing tensor '", name, "'");
+    return it->second;
+  }
+  bool has_tensor(const std::string& name) const { return tensors_.count(name) != 0; }
+
+ private:
+  MappedFile file_;
+  std::size_t pos_ = 0;
+  std::uint32_t version_ = 0;
+  std::map<std::string, GgufValue> kv_;
+  std::map<std::string, GgufTensor> tensors_;
+
+  void need(std::uint64_t n, const char* what) {
+    if (n > file_.size() - pos_) fail(path(), ": truncated while reading ", what, " at offset ", pos_);
+  }
+  template <class T>
+  T get(const char* what) {
+    need(sizeof(T), what);
+    T v;
+    std::memcpy(&v, file_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  std::string str(const char* what) {
+    const std::uint64_t n = get<std::uint64_t>(what);
+    need(n, what);
+    std::string s(reinterpret_cast<const char*>(file_.data() + pos_), std::size_t(n));
+    pos_ += std::size_t(n);
+    return s;
+  }
+  double scalar(std::uint32_t t, const std::string& key) {
+    switch (t) {
+      case GgufValue::u8: return get<std::uint8_t>(key.c_str());
+      case GgufValue::i8: return get<std::int8_t>(key.c_str());
+      case GgufValue::u16: return get<std::uint16_t>(key.c_str());
+      case GgufValue::i16: return get<std::int16_t>(key.c_str());
+      case GgufValue::u32: return get<std::uint32_t>(key.c_str());
+      case GgufValue::i32: return get<std::int32_t>(key.c_str());
+      case GgufValue::f32: return get<float>(key.c_str());
+      case GgufValue::boolean: return get<std::uint8_t>(key.c_str());
+      case GgufValue::u64: return double(get<std::uint64_t>(key.c_str()));
+      case GgufValue::i64: return double(get<std::int64_t>(key.c_str()));
+      case GgufValue::f64: return get<double>(key.c_str());
+    }
+    fail(path(), ": metadata '", key, "' has unknown value type ", t);
+  }
+
+  void parse() {
+    if (file_.size() < 24 || std::memcmp(file_.data(), "GGUF", 4) != 0) fail(path(), ": not a GGUF file (bad magic)");
+    pos_ = 4;
+    version_ = get<std::uint32_t>("version");
+    if (version_ != 2 && version_ != 3) fail(path(), ": GGUF version ", version_, " is not supported (2, 3)");
+    const std::uint64_t n_tensors = get<std::uint64_t>("tensor count"), n_kv = get<std::uint64_t>("kv count");
+    if (n_tensors > (1u << 24) || n_kv > (1u << 24)) fail(path(), ": implausible tensor/kv counts (corrupt header)");
+    for (std::uint64_t i = 0; i < n_kv; ++i) {
+      const std::string key = str("metadata key");
+      GgufValue v;
+      v.type = static_cast<GgufValue::Type>(get<std::uint32_t>(key.c_str()));
+      if (v.type == GgufValue::string) {
+        v.str = str(key.c_str());
+      } else if (v.type == GgufValue::array) {
+        v.elem = static_cast<GgufValue::Type>(get<std::uint32_t>(key.c_str()));
+        const std::uint64_t n = get<std::uint64_t>(key.c_str());
+        if (n > file_.size()) fail(path(), ": metadata '", key, "' claims ", n, " elements (corrupt)");
+        if (v.elem == GgufValue::array) fail(path(), ": metadata '", key, "': nested arrays are not supported");
+        for (std::uint64_t k = 0; k < n; ++k) {
+          if (v.elem == GgufValue::string) v.strs.push_back(str(key.c_str()));
+          else v.nums.push_back(scalar(v.elem, key));
+        }
+      } else {
+        v.num = scalar(v.type, key);
+      }
+      kv_[key] = std::move(v);
+    }
+    std::vector<GgufTensor> infos;
+    for (std::uint64_t i = 0; i < n_tensors; ++i) {
+      GgufTensor t;
+      t.name = str("tensor name");
+      const std::uint32_t nd = get<std::uint32_t>(t.name.c_str());
+      if (nd == 0 || nd > 4) fail(path(), ": tensor '", t.name, "' has ", nd, " dimensions");
+      for (std::uint32_t d = 0; d < nd; ++d) t.ne.push_back(get<std::uint64_t>(t.name.c_str()));
+      t.ggml_type = get<std::uint32_t>(t.name.c_str());
+      const std::uint64_t off = get<std::uint64_t>(t.name.c_str());
+      t.nbytes = off;  // offset for now
+      infos.push_back(std::move(t));
+    }
+    std::uint64_t align = 32;
+    if (const GgufValue* a = find("general.alignment")) {
+      align = std::uint64_t(a->num);
+      if (align == 0 || (align & (align - 1)) != 0) fail(path(), ": general.alignment ", align, " is not a power of two");
+    }
+    const std::uint64_t data_start = (pos_ + align - 1) / align * align;
+    if (data_start > file_.size()) fail(path(), ": truncated before the data section");
+    for (GgufTensor& t : infos) {
+      const std::uint64_t off = t.nbytes;
+      DType d;
+      std::uint64_t numel = 1;
+      for (auto e : t.ne) {
+        if (e == 0 || e > (1ull << 40) || numel > (1ull << 40)) fail(path(), ": tensor '", t.name, "' has an invalid shape");
+        numel *= e;
+      }
+      t.nbytes = ggml_type_to_dtype(t.ggml_type, d) ? numel * dtype_size(d) : 0;
+      if (off > file_.size() - data_start || t.nbytes > file_.size() - data_start - off)
+        fail(path(), ": tensor '", t.name, "' at offset ", off, " (", t.nbytes, " bytes) lies outside the file (truncated?)");
+      t.data = file_.data() + data_start + off;
+      tensors_[t.name] = std::move(t);
+    }
+  }
+};
+
+// ---- writer ---------------------------------------------------------------------------------------------
+
+struct GgufWriter {
+  std::vector<std::uint8_t> kv_bytes;
+  std::uint64_t n_kv = 0;
+  struct Tensor {
+    std::string name;
+    std::vector<std::uint64_t> ne;
+    std::uint32_t type;
+    std::vector<std::uint8_t> bytes;
+  };
+  std::vector<Tensor> tensors;
+
+  template <class T>
+  static void put(std::vector<std::uint8_t>& b, T v) {
+    const auto* p = reinterpret_cast<const std::uint8_t*>(&v);
+    b.insert(b.end(), p, p + sizeof(T));
+  }
+  static void put_str(std::vector<std::uint8_t>& b, const std::string& s) {
+    put<std::uint64_t>(b, s.size());
+    b.insert(b.end(), s.begin(), s.end());
+  }
+  void key(const std::string& k, GgufValue::Type t) {
+    put_str(kv_bytes, k);
+    put<std::uint32_t>(kv_bytes, t);
+    ++n_kv;
+  }
+  void add_u32(const std::string& k, std::uint32_t v) { key(k, GgufValue::u32), put(kv_bytes, v); }
+  void add_f32(const std::string& k, float v) { key(k, GgufValue::f32), put(kv_bytes, v); }
+  void add_string(const std::string& k, const std::string& v) { key(k, GgufValue::string), put_str(kv_bytes, v); }
+  void add_strings(const std::string& k, const std::vector<std::string>& v) {
+    key(k, GgufValue::array);
+    put<std::uint32_t>(kv_bytes, GgufValue::string);
+    put<std::uint64_t>(kv_bytes, v.size());
+    for (const auto& s : v) put_str(kv_bytes, s);
+  }
+  void add_f32s(const std::string& k, const std::vector<float>& v) {
+    key(k, GgufValue::array);
+    put<std::uint32_t>(kv_bytes, GgufValue::f32);
+    put<std::uint64_t>(kv_bytes, v.size());
+    for (float x : v) put(kv_bytes, x);
+  }
+  void add_i32s(const std::string& k, const std::vector<std::int32_t>& v) {
+    key(k, GgufValue::array);
+    put<std::uint32_t>(kv_bytes, GgufValue::i32);
+    put<std::uint64_t>(kv_bytes, v.size());
+    for (auto x : v) put(kv_bytes, x);
+  }
+  // A row-major [rows, cols] float matrix (rows = 1 for a vector) stored as F32 (type 0) or F16 (type 1).
+  void add_tensor(const std::string& name, const float* data, std::uint64_t rows, std::uint64_t cols, bool f16) {
+    Tensor t{name, rows == 1 ? std::vector<std::uint64_t>{cols} : std::vector<std::uint64_t>{cols, rows}, f16 ? 1u : 0u, {}};
+    const std::uint64_t n = rows * cols;
+    t.bytes.resize(std::size_t(n * (f16 ? 2 : 4)));
+    for (std::uint64_t i = 0; i < n; ++i) {
+      if (f16) {
+        const std::uint16_t h = float_to_half_bits(data[i]);
+        std::memcpy(t.bytes.data() + 2 * i, &h, 2);
+      } else {
+        std::memcpy(t.bytes.data() + 4 * i, data + i, 4);
+      }
+    }
+    tensors.push_back(std::move(t));
+  }
+
+  void write(const std::string& path) const {
+    const std::uint64_t align = 32;
+    std::vector<std::uint8_t> head;
+    head.insert(head.end(), {'G', 'G', 'U', 'F'});
+    put<std::uint32_t>(head, 3);
+    put<std::uint64_t>(head, tensors.size());
+    put<std::uint64_t>(head, n_kv);
+    head.insert(head.end(), kv_bytes.begin(), kv_bytes.end());
+    std::uint64_t off = 0;
+    std::vector<std::uint64_t> offs;
+    for (const auto& t : tensors) {
+      put_str(head, t.name);
+      put<std::uint32_t>(head, std::uint32_t(t.ne.size()));
+      for (auto e : t.ne) put<std::uint64_t>(head, e);
+      put<std::uint32_t>(head, t.type);
+      put<std::uint64_t>(head, off);
+      offs.push_back(off);
+      off = (off + t.bytes.size() + align - 1) / align * align;
+    }
+    head.resize((head.size() + align - 1) / align * align, 0);
+    AtomicFile f(path);
+    f.write(head.data(), head.size());
+    std::uint64_t pos = 0;
+    const std::vector<std::uint8_t> zeros(align, 0);
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      f.write(zeros.data(), std::size_t(offs[i] - pos));
+      f.write(tensors[i].bytes.data(), tensors[i].bytes.size());
+      pos = offs[i] + tensors[i].bytes.size();
+    }
+    f.commit();
+  }
+};
+
+}  // namespace lowbit

@@ -1,0 +1,29 @@
+// lowbit/model/load.hpp -- one entry point that picks the loader from what the path is.
+//   a directory              -> Hugging Face folder (config.json + safetensors)
+//   a file starting "GGUF"   -> GGUF v3
+//   any other file           -> llama2.c checkpoint (legacy or ak42 v1/v2)
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "load_gguf.hpp"
+#include "load_hf.hpp"
+#include "load_llama2c.hpp"
+
+namespace lowbit {
+
+inline Model load_model(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) fail(path, ": no such file or directory");
+  if (S_ISDIR(st.st_mode)) return load_hf(path);
+  char magic[4] = {};
+  std::ifstream(path, std::ios::binary).read(magic, 4);
+  if (std::memcmp(magic, "GGUF", 4) == 0) return load_gguf(path).model;
+  return load_llama2c(path);
+}
+
+}  // namespace lowbit

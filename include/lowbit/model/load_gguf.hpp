@@ -1,0 +1,134 @@
+// lowbit/model/load_gguf.hpp -- LLaMA-architecture GGUF files (F32 / F16 / BF16 tensors).
+//
+// Metadata read: general.architecture ("llama"), llama.embedding_length, .feed_forward_length, .block_count,
+// .attention.head_count, .attention.head_count_kv, .context_length, .rope.freq_base,
+// .attention.layer_norm_rms_epsilon; tokenizer.ggml.{model = "llama", tokens, scores, bos_token_id,
+// eos_token_id}.  Tensors: token_embd, output_norm, output (absent = tied), blk.<i>.{attn_norm, attn_q,
+// attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down}.weight.  llama.cpp's converter stores
+// q/k rows in Meta's adjacent-pair order, so the model runs with RopeStyle::interleaved.  Blocks stay mapped.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "../io/gguf.hpp"
+#include "llama.hpp"
+#include "tokenizer.hpp"
+
+namespace lowbit {
+
+struct GgufModel {
+  Model model;
+  Tokenizer tokenizer;
+  bool has_tokenizer = false;
+};
+
+namespace detail {
+inline void gguf_read(const GgufFile& f, const std::string& name, std::uint64_t rows, std::uint64_t cols, float* out) {
+  const GgufTensor& t = f.tensor(name);
+  const std::vector<std::uint64_t> want = rows == 1 ? std::vector<std::uint64_t>{cols} : std::vector<std::uint64_t>{cols, rows};
+  if (t.ne != want) {
+    std::string s;
+    for (auto e : t.ne) s += (s.empty() ? "" : ", ") + std::to_string(e);
+    fail(f.path(), ": tensor '", name, "' has ne [", s, "], expected [", cols, rows == 1 ? "" : ", " + std::to_string(rows), "]");
+  }
+  DType d;
+  if (!ggml_type_to_dtype(t.ggml_type, d))
+    fail(f.path(), ": tensor '", name, "' has ggml type ", t.ggml_type, " (only F32, F16 and BF16 load so far)");
+  if (out) {
+    convert_to_float(d, t.data, std::size_t(rows * cols), out);
+    for (std::uint64_t i = 0; i < rows * cols; ++i)
+      if (!std::isfinite(out[i])) fail(f.path(), ": tensor '", name, "' has a non-finite value at element ", i);
+  }
+}
+inline int gguf_int(const GgufFile& f, const std::string& key) {
+  const GgufValue& v = f.at(key);
+  if (v.type == GgufValue::string || v.type == GgufValue::array || v.num <= 0 || v.num > 1e9 || v.num != double(int(v.num)))
+    fail(f.path(), ": metadata '", key, "' must be a positive integer");
+  return int(v.num);
+}
+}  // namespace detail
+
+inline GgufModel load_gguf(const std::string& path) {
+  auto f = std::make_shared<GgufFile>(path);
+  const GgufValue& arch = f->at("general.architecture");
+  if (arch.str != "llama") fail(path, ": unsupported architecture '", arch.str, "' (llama)");
+  GgufModel out;
+  LlamaConfig& c = out.model.cfg;
+  c.dim = detail::gguf_int(*f, "llama.embedding_length");
+  c.hidden_dim = detail::gguf_int(*f, "llama.feed_forward_length");
+  c.n_layers = detail::gguf_int(*f, "llama.block_count");
+  c.n_heads = detail::gguf_int(*f, "llama.attention.head_count");
+  c.n_kv_heads = f->find("llama.attention.head_count_kv") ? detail::gguf_int(*f, "llama.attention.head_count_kv") : c.n_heads;
+  c.max_seq_len = detail::gguf_int(*f, "llama.context_length");
+  if (const GgufValue* v = f->find("llama.rope.freq_base")) c.rope_theta = float(v->num);
+  if (const GgufValue* v = f->find("llama.attention.layer_norm_rms_epsilon")) c.norm_eps = float(v->num);
+  if (const GgufValue* v = f->find("llama.rope.dimension_count"); v && int(v->num) != c.dim / c.n_heads)
+    fail(path, ": partial RoPE (rope.dimension_count ", v->num, ") is not supported");
+  c.rope = RopeStyle::interleaved;
+  const GgufTensor& emb = f->tensor("token_embd.weight");
+  if (emb.ne.size() != 2) fail(path, ": token_embd.weight must be 2-D");
+  c.vocab_size = int(emb.ne[1]);
+  c.tied_embeddings = !f->has_tensor("output.weight");
+  c.validate(path);
+  Model& m = out.model;
+  m.tok_embeddings.resize(c.vocab_size, c.dim);
+  detail::gguf_read(*f, "token_embd.weight", std::uint64_t(c.vocab_size), std::uint64_t(c.dim), m.tok_embeddings.data());
+  m.final_norm.resize(c.dim);
+  detail::gguf_read(*f, "output_norm.weight", 1, std::uint64_t(c.dim), m.final_norm.data());
+  if (!c.tied_embeddings) {
+    m.output.resize(c.vocab_size, c.dim);
+    detail::gguf_read(*f, "output.weight", std::uint64_t(c.vocab_size), std::uint64_t(c.dim), m.output.data());
+  }
+  struct Spec { const char* name; int rows, cols; };
+  const Spec specs[] = {{"attn_norm", 1, c.dim},           {"ffn_norm", 1, c.dim},
+                        {"attn_q", c.dim, c.dim},          {"attn_k", c.kv_dim(), c.dim},
+                        {"attn_v", c.kv_dim(), c.dim},     {"attn_output", c.dim, c.dim},
+                        {"ffn_gate", c.hidden_dim, c.dim}, {"ffn_up", c.hidden_dim, c.dim},
+                        {"ffn_down", c.dim, c.hidden_dim}};
+  for (int i = 0; i < c.n_layers; ++i)  // every tensor's presence, shape and type, from the header
+    for (const Spec& s : specs)
+      detail::gguf_read(*f, "blk." + std::to_string(i) + "." + s.name + ".weight", std::uint64_t(s.rows), std::uint64_t(s.cols), nullptr);
+  m.block_loader = [f, c](int i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    Block b;
+    auto mat = [&](MatrixRM& W, const char* name, int rows, int cols) {
+      W.resize(rows, cols);
+      detail::gguf_read(*f, p + name + ".weight", std::uint64_t(rows), std::uint64_t(cols), W.data());
+    };
+    b.attn_norm.resize(c.dim), b.ffn_norm.resize(c.dim);
+    detail::gguf_read(*f, p + "attn_norm.weight", 1, std::uint64_t(c.dim), b.attn_norm.data());
+    detail::gguf_read(*f, p + "ffn_norm.weight", 1, std::uint64_t(c.dim), b.ffn_norm.data());
+    mat(b.q.W, "attn_q", c.dim, c.dim);
+    mat(b.k.W, "attn_k", c.kv_dim(), c.dim);
+    mat(b.v.W, "attn_v", c.kv_dim(), c.dim);
+    mat(b.o.W, "attn_output", c.dim, c.dim);
+    mat(b.gate.W, "ffn_gate", c.hidden_dim, c.dim);
+    mat(b.up.W, "ffn_up", c.hidden_dim, c.dim);
+    mat(b.down.W, "ffn_down", c.dim, c.hidden_dim);
+    return b;
+  };
+  if (const GgufValue* toks = f->find("tokenizer.ggml.tokens")) {
+    const GgufValue* model = f->find("tokenizer.ggml.model");
+    if (!model || model->str != "llama")
+      fail(path, ": tokenizer.ggml.model '", model ? model->str : std::string(), "' is not supported (llama)");
+    Tokenizer& t = out.tokenizer;
+    for (std::string s : toks->strs) {
+      for (std::size_t k; (k = s.find("\xe2\x96\x81")) != std::string::npos;) s.replace(k, 3, " ");  // U+2581 -> ' '
+      t.vocab.push_back(std::move(s));
+    }
+    if (const GgufValue* sc = f->find("tokenizer.ggml.scores")) {
+      if (sc->nums.size() != t.vocab.size()) fail(path, ": tokenizer.ggml.scores has ", sc->nums.size(), " entries for ", t.vocab.size(), " tokens");
+      for (double v : sc->nums) t.scores.push_back(float(v));
+    } else {
+      t.scores.assign(t.vocab.size(), 0.0f);
+    }
+    if (const GgufValue* v = f->find("tokenizer.ggml.bos_token_id")) t.bos = int(v->num);
+    if (const GgufValue* v = f->find("tokenizer.ggml.eos_token_id")) t.eos = int(v->num);
+    t.build_index();
+    out.has_tokenizer = true;
+  }
+  return out;
+}
+
+}  // namespace lowbit
