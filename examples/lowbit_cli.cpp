@@ -2,17 +2,23 @@
 //
 //   lowbit eval --model PATH [--tokenizer PATH] --data FILE [--seq-len N] [--max-tokens M] [--threads T] [--json]
 //
-// --model: a llama2.c checkpoint (legacy .bin or ak42 v1/v2).  --tokenizer: llama2.c tokenizer.bin or a
-// SentencePiece .vocab; by default tokenizer.bin, tok*.bin or *.vocab beside the model.  --data: a text
-// file (encoded as BOS + the whole text) or raw int32 token ids (*.i32).  Errors go to stderr, exit code 1
-// (2 for usage errors).
+// --model: a llama2.c checkpoint (legacy .bin or ak42 v1/v2), a GGUF file or a Hugging Face folder.
+// --tokenizer: llama2.c tokenizer.bin, a SentencePiece .vocab, or (built with libsentencepiece) a
+// SentencePiece .model; by default the GGUF's own vocabulary, else tokenizer.model / tokenizer.bin / tok*.bin /
+// *.vocab beside the model.  --data: a text file (encoded as BOS + the whole text) or raw int32 token ids
+// (*.i32).  Errors go to stderr, exit code 1 (2 for usage errors).
 #include <cstdio>
 #include <cstdlib>
 #include <dirent.h>
+#include <sys/stat.h>
 #include <lowbit/lowbit.hpp>
 #include <map>
 #include <string>
 #include <vector>
+
+#if LOWBIT_HAS_SENTENCEPIECE
+#include <sentencepiece_processor.h>
+#endif
 
 namespace {
 
@@ -64,14 +70,15 @@ bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
 }
 
-std::string find_tokenizer(const std::string& model_path) {
+std::string find_tokenizer(const std::string& model_path, bool is_dir) {
   const std::size_t slash = model_path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : model_path.substr(0, slash);
+  const std::string dir = is_dir ? model_path : slash == std::string::npos ? "." : model_path.substr(0, slash);
   std::vector<std::string> found;
   if (DIR* d = opendir(dir.c_str())) {
     while (dirent* e = readdir(d)) {
       const std::string n = e->d_name;
-      if (n == "tokenizer.bin" || (n.rfind("tok", 0) == 0 && ends_with(n, ".bin")) || ends_with(n, ".vocab"))
+      if (n == "tokenizer.bin" || n == "tokenizer.model" || (n.rfind("tok", 0) == 0 && ends_with(n, ".bin")) ||
+          ends_with(n, ".vocab"))
         found.push_back(dir + "/" + n);
     }
     closedir(d);
@@ -81,9 +88,28 @@ std::string find_tokenizer(const std::string& model_path) {
   return found[0];
 }
 
-lowbit::Tokenizer load_tokenizer(const std::string& path, int vocab) {
-  if (ends_with(path, ".vocab")) return lowbit::Tokenizer::load_sentencepiece_vocab(path);
-  return lowbit::Tokenizer::load_llama2c(path, vocab);
+// Token ids of BOS + text with the tokenizer at `path`.
+std::vector<int> encode_with(const std::string& path, int vocab, const std::string& text) {
+  if (ends_with(path, ".model")) {
+#if LOWBIT_HAS_SENTENCEPIECE
+    sentencepiece::SentencePieceProcessor sp;
+    const auto status = sp.Load(path);
+    if (!status.ok()) lowbit::fail(path, ": ", status.ToString());
+    if (sp.GetPieceSize() != vocab) lowbit::fail(path, ": ", sp.GetPieceSize(), " pieces but the model's vocabulary is ", vocab);
+    std::vector<int> ids;
+    if (!sp.Encode(text, &ids).ok()) lowbit::fail(path, ": encoding failed");
+    ids.insert(ids.begin(), sp.bos_id() >= 0 ? sp.bos_id() : 1);
+    return ids;
+#else
+    lowbit::fail(path, ": SentencePiece .model files need lowbit built with libsentencepiece-dev "
+                 "(or pass the .vocab text file, or token ids as .i32)");
+#endif
+  }
+  const lowbit::Tokenizer tok = ends_with(path, ".vocab") ? lowbit::Tokenizer::load_sentencepiece_vocab(path)
+                                                          : lowbit::Tokenizer::load_llama2c(path, vocab);
+  if (int(tok.vocab.size()) != vocab)
+    lowbit::fail(path, ": ", tok.vocab.size(), " tokens but the model's vocabulary is ", vocab);
+  return tok.encode(text, true);
 }
 
 int cmd_eval(const Args& a) {
@@ -91,15 +117,20 @@ int cmd_eval(const Args& a) {
   if (!a.has("data")) usage("eval needs --data");
   if (a.has("threads")) lowbit::set_num_threads(int(a.num("threads", 0)));
   const std::string model_path = a.get("model"), data = a.get("data");
-  const lowbit::Model m = lowbit::load_llama2c(model_path);
+  struct stat st;
+  const bool is_dir = ::stat(model_path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  const bool is_gguf = !is_dir && ends_with(model_path, ".gguf");
+  lowbit::GgufModel g;
+  if (is_gguf) g = lowbit::load_gguf(model_path);
+  const lowbit::Model m = is_gguf ? std::move(g.model) : lowbit::load_model(model_path);
   std::vector<int> ids;
   if (ends_with(data, ".i32")) {
     ids = lowbit::read_token_file(data);
+  } else if (is_gguf && g.has_tokenizer && !a.has("tokenizer")) {
+    ids = g.tokenizer.encode(lowbit::read_text_file(data), true);
   } else {
-    const lowbit::Tokenizer tok = load_tokenizer(a.has("tokenizer") ? a.get("tokenizer") : find_tokenizer(model_path), m.cfg.vocab_size);
-    if (int(tok.vocab.size()) != m.cfg.vocab_size)
-      lowbit::fail("tokenizer has ", tok.vocab.size(), " tokens but the model's vocabulary is ", m.cfg.vocab_size);
-    ids = tok.encode(lowbit::read_text_file(data), true);
+    ids = encode_with(a.has("tokenizer") ? a.get("tokenizer") : find_tokenizer(model_path, is_dir), m.cfg.vocab_size,
+                      lowbit::read_text_file(data));
   }
   const long seq_len = a.num("seq-len", std::min(512, m.cfg.max_seq_len));
   const lowbit::PerplexityResult r = lowbit::perplexity(m, ids, int(seq_len), a.num("max-tokens", -1));

@@ -235,3 +235,11 @@ TEST_CASE("rotate-half RoPE on Hugging Face-permuted q/k rows equals interleaved
   const MatrixRM a = forward(stories(), toks, int(toks.size())), b = forward(hf, toks, int(toks.size()));
   REQUIRE((a - b).cwiseAbs().maxCoeff() < 1e-4f * a.cwiseAbs().maxCoeff());
 }
+
+TEST_CASE("tok105 .vocab encodes the eval text to exactly the reference ids (one <unk> per character)", "[data][tokenizer]") {
+  LOWBIT_REQUIRE_SHARED("models/babyllama-tok105/tok105.vocab");
+  const Tokenizer t = Tokenizer::load_sentencepiece_vocab(lowbit_test::shared_path("models/babyllama-tok105/tok105.vocab"));
+  const std::string text = read_text_file(lowbit_test::shared_path("data/tinystories/tinystories_val.eval.txt"));
+  const std::vector<int> ref = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.eval.tok105.i32"));
+  REQUIRE(t.encode(text, true) == ref);
+}

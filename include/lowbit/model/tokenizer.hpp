@@ -7,7 +7,8 @@
 // encode() follows llama2.c's encode() exactly:
 //   1. optional BOS; a dummy-prefix " " token unless the text is empty (add_dummy_prefix);
 //   2. the text is cut into UTF-8 sequences (a lead byte plus up to 3 continuation bytes); each sequence
-//      that is a vocabulary entry becomes that token, otherwise each of its bytes becomes byte token b + 3;
+//      that is a vocabulary entry becomes that token, otherwise each of its bytes becomes byte token b + 3
+//      (a vocabulary without byte tokens gives one <unk> = 0 for the whole character instead);
 //   3. repeatedly merge the adjacent pair whose concatenation is in the vocabulary with the highest score
 //      (the leftmost one on ties; scores must exceed -1e10), until no pair merges.
 // Step 3 runs with a heap over (score, position) and a linked list, O(n log n) instead of llama2.c's
@@ -112,12 +113,10 @@ class Tokenizer {
       const int id = lookup(text.substr(i, n));
       if (id >= 0) {
         ids.push_back(id);
+      } else if (byte_fallback_) {
+        for (std::size_t k = 0; k < n; ++k) ids.push_back(static_cast<unsigned char>(text[i + k]) + 3);
       } else {
-        for (std::size_t k = 0; k < n; ++k) {
-          const int b = static_cast<unsigned char>(text[i + k]) + 3;
-          if (!byte_fallback_) ids.push_back(0);  // <unk>
-          else ids.push_back(b);
-        }
+        ids.push_back(0);  // <unk>, one per character, as SentencePiece does without byte fallback
       }
       i += n;
     }
