@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 #include <lowbit/lowbit.hpp>
+#include <map>
 
 #include "support/shared_data.hpp"
 
@@ -114,6 +115,7 @@ TEST_CASE("tok512 encodes the eval and calib texts to exactly the reference ids"
     const std::vector<int> ids = tok.encode(text, true);
     REQUIRE(ids.size() == ref.size());
     REQUIRE(ids == ref);
+    REQUIRE(tok.decode(ids) == text);  // round trip (the dummy-prefix space is dropped after BOS)
   }
   // by hand from the vocabulary file: "Once" after the dummy prefix is one merged piece " Once"
   const std::vector<int> once = tok.encode("Once", false);
@@ -192,6 +194,80 @@ TEST_CASE("babyllama-tok105 and the Q8_0 Shakespeare model load and generate the
     if (id >= 3) txt += char(id - 3);
   INFO(txt);
   REQUIRE(txt.rfind("MENENIUS:\nWhat is the matter?", 0) == 0);
+  // its held-out text: the byte stream of input.txt with BOS before every "\n\n"-separated paragraph (each
+  // followed by "\n\n"), validation = the last 56,130 of its 1,122,618 tokens; 40 windows of 256 -> NLL 1.2766
+  LOWBIT_REQUIRE_SHARED("data/tinyshakespeare/input.txt");
+  const std::string all = read_text_file(lowbit_test::shared_path("data/tinyshakespeare/input.txt"));
+  std::vector<int> stream;
+  for (std::size_t p = 0;;) {
+    const std::size_t e = all.find("\n\n", p);
+    const std::string para = all.substr(p, e == std::string::npos ? std::string::npos : e - p) + "\n\n";
+    stream.push_back(1);
+    for (unsigned char ch : para) stream.push_back(int(ch) + 3);
+    if (e == std::string::npos) break;
+    p = e + 2;
+  }
+  REQUIRE(stream.size() == 1122618);
+  const std::vector<int> val(stream.end() - 56130, stream.end());
+  const PerplexityResult r = perplexity(sh, val, 256, 40 * 256);
+  REQUIRE(r.predictions == 10200);
+  REQUIRE(r.nll == Approx(1.2766).margin(0.0005));
+}
+
+TEST_CASE("ak42 version 1 (float32) exports load to the same model", "[data][model]") {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  const Model& m = stories();
+  std::string bytes(256, '\0');
+  const std::uint32_t magic = 0x616b3432u;
+  const std::int32_t hdr[9] = {1, 64, 172, 5, 8, 4, 512, 512, 0};
+  std::memcpy(&bytes[0], &magic, 4);
+  std::memcpy(&bytes[4], hdr, 32);
+  bytes[36] = 1;  // shared classifier
+  auto put = [&](const float* p, Eigen::Index n) { bytes.append(reinterpret_cast<const char*>(p), std::size_t(n) * 4); };
+  for (const Block& b : m.blocks) put(b.attn_norm.data(), b.attn_norm.size());
+  for (const Block& b : m.blocks) put(b.ffn_norm.data(), b.ffn_norm.size());
+  put(m.final_norm.data(), m.final_norm.size());
+  put(m.tok_embeddings.data(), m.tok_embeddings.size());
+  for (Role r : {Role::q, Role::k, Role::v, Role::o, Role::gate, Role::down, Role::up})
+    for (const Block& b : m.blocks) put(b.linear(r).W.data(), b.linear(r).W.size());
+  const std::string p = std::string(LOWBIT_BUILD_DIR) + "/stories_v1.bin";
+  std::ofstream(p, std::ios::binary) << bytes;
+  const Model v1 = load_llama2c(p);
+  const std::vector<int> toks = {1, 403, 407, 261, 378};
+  REQUIRE(forward(v1, toks, 5) == forward(m, toks, 5));
+  std::remove(p.c_str());
+}
+
+TEST_CASE("block hooks see every linear's input and can rewrite it", "[data][model]") {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  const Model& m = stories();
+  const std::vector<int> toks = {1, 403, 407, 261, 378, 432, 261, 269};
+  MatrixRM x = embed(m, toks), x_plain = x;
+  std::map<Role, MatrixRM> seen;
+  BlockHooks hooks;
+  hooks.linear_input = [&](Role r, const MatrixRM& in) { seen[r] = in; };
+  block_forward(m.cfg, m.blocks[0], x, 8, &hooks);
+  block_forward(m.cfg, m.blocks[0], x_plain, 8);
+  REQUIRE(x == x_plain);  // observing changes nothing
+  REQUIRE(seen.size() == 7);
+  REQUIRE(seen[Role::q] == seen[Role::k]);  // q, k, v read the same normalised input
+  REQUIRE(seen[Role::q] == seen[Role::v]);
+  REQUIRE(seen[Role::gate] == seen[Role::up]);
+  REQUIRE(seen[Role::down].cols() == 172);
+  // the q input is rmsnorm(x) * attn_norm, computed here by hand
+  const MatrixRM x0 = embed(m, toks);
+  for (Eigen::Index t = 0; t < 8; ++t) {
+    const float inv = 1.0f / std::sqrt(x0.row(t).squaredNorm() / 64.0f + 1e-5f);
+    for (int j = 0; j < 64; ++j) REQUIRE(seen[Role::q](t, j) == Approx(x0(t, j) * inv * m.blocks[0].attn_norm[j]).epsilon(1e-5));
+  }
+  // activation fake-quantization at every linear input (W-A quantization) perturbs the output a little
+  BlockHooks aq;
+  aq.transform_input = [](Role, MatrixRM& in) { fake_quant(Quantizer<Bits<8>, PerToken, Symmetric>{}, in, in); };
+  MatrixRM xq = embed(m, toks);
+  block_forward(m.cfg, m.blocks[0], xq, 8, &aq);
+  const float diff = (xq - x_plain).cwiseAbs().maxCoeff();
+  REQUIRE(diff > 0.0f);
+  REQUIRE(diff < 0.05f * x_plain.cwiseAbs().maxCoeff());
 }
 
 TEST_CASE("corrupt llama2.c files are clear errors naming the file", "[data][model]") {
