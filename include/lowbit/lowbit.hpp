@@ -23,3 +23,4 @@
 #include "model/load_hf.hpp"
 #include "io/gguf.hpp"
 #include "model/load.hpp"
+#include "algorithms/pipeline.hpp"

@@ -182,20 +182,19 @@ inline void rope(MatrixRM& x, int n_heads, int hd, int L, const LlamaConfig& cfg
 
 }  // namespace detail
 
-// x: [n*L, dim] hidden states of n sequences of length L; overwritten with the block's output.
-inline void block_forward(const LlamaConfig& cfg, const Block& blk, MatrixRM& x, int L, const BlockHooks* hooks = nullptr) {
-  if (L <= 0 || x.rows() % L != 0 || x.cols() != cfg.dim)
-    fail("block_forward: input is ", x.rows(), "x", x.cols(), ", expected n*", L, " x ", cfg.dim);
+// Self-attention of one block on its normalised input xn ([n*L, dim]): returns o_proj's output.  This is
+// AWQ's "module to inspect" for the q/k/v scale group.
+inline MatrixRM attention_forward(const LlamaConfig& cfg, const Block& blk, const MatrixRM& xn, int L,
+                                  const BlockHooks* hooks = nullptr) {
   const int hd = cfg.head_dim(), H = cfg.n_heads, KV = cfg.n_kv_heads, group = H / KV;
-  const Eigen::Index T = x.rows(), n = T / L;
-  MatrixRM xn, q, k, v, att(T, cfg.dim);
-  detail::rmsnorm(x, blk.attn_norm, cfg.norm_eps, xn);
+  const Eigen::Index T = xn.rows(), n = T / L;
+  MatrixRM q, k, v, att(T, cfg.dim);
   {
     // q, k and v read the same normalised input; hooks see it once per role.
-    MatrixRM in_q = xn, in_k = xn;
+    MatrixRM in_q = xn, in_k = xn, in_v = xn;
     detail::apply_linear(Role::q, blk.q, in_q, q, hooks);
     detail::apply_linear(Role::k, blk.k, in_k, k, hooks);
-    detail::apply_linear(Role::v, blk.v, xn, v, hooks);
+    detail::apply_linear(Role::v, blk.v, in_v, v, hooks);
   }
   detail::rope(q, H, hd, L, cfg);
   detail::rope(k, KV, hd, L, cfg);
@@ -223,18 +222,32 @@ inline void block_forward(const LlamaConfig& cfg, const Block& blk, MatrixRM& x,
   });
   MatrixRM o;
   detail::apply_linear(Role::o, blk.o, att, o, hooks);
-  x += o;
-  detail::rmsnorm(x, blk.ffn_norm, cfg.norm_eps, xn);
+  return o;
+}
+
+// SwiGLU MLP on its normalised input xn: down(silu(gate(xn)) * up(xn)).  AWQ's module for gate/up.
+inline MatrixRM mlp_forward(const Block& blk, const MatrixRM& xn, const BlockHooks* hooks = nullptr) {
   MatrixRM g, u;
   {
-    MatrixRM in_gate = xn;
+    MatrixRM in_gate = xn, in_up = xn;
     detail::apply_linear(Role::gate, blk.gate, in_gate, g, hooks);
-    detail::apply_linear(Role::up, blk.up, xn, u, hooks);
+    detail::apply_linear(Role::up, blk.up, in_up, u, hooks);
   }
   g = (g.array() / (1.0f + (-g.array()).exp()) * u.array()).matrix();  // silu(gate) * up
   MatrixRM d;
   detail::apply_linear(Role::down, blk.down, g, d, hooks);
-  x += d;
+  return d;
+}
+
+// x: [n*L, dim] hidden states of n sequences of length L; overwritten with the block's output.
+inline void block_forward(const LlamaConfig& cfg, const Block& blk, MatrixRM& x, int L, const BlockHooks* hooks = nullptr) {
+  if (L <= 0 || x.rows() % L != 0 || x.cols() != cfg.dim)
+    fail("block_forward: input is ", x.rows(), "x", x.cols(), ", expected n*", L, " x ", cfg.dim);
+  MatrixRM xn;
+  detail::rmsnorm(x, blk.attn_norm, cfg.norm_eps, xn);
+  x += attention_forward(cfg, blk, xn, L, hooks);
+  detail::rmsnorm(x, blk.ffn_norm, cfg.norm_eps, xn);
+  x += mlp_forward(blk, xn, hooks);
 }
 
 // Token embeddings of n sequences of length L: [n*L, dim].

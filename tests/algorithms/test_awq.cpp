@@ -1,0 +1,118 @@
+#include <catch2/catch.hpp>
+#include <lowbit/lowbit.hpp>
+#include <random>
+
+#include "support/shared_data.hpp"
+
+using namespace lowbit;
+
+namespace {
+const std::map<std::string, std::string> kPrev = {
+    {"attn_norm", "input_layernorm"}, {"ffn_norm", "post_attention_layernorm"}, {"up_proj", "mlp.up_proj"}};
+const std::map<Role, std::string> kName = {{Role::q, "self_attn.q_proj"}, {Role::k, "self_attn.k_proj"},
+                                           {Role::v, "self_attn.v_proj"}, {Role::o, "self_attn.o_proj"},
+                                           {Role::gate, "mlp.gate_proj"}, {Role::up, "mlp.up_proj"},
+                                           {Role::down, "mlp.down_proj"}};
+using W4g32 = Quantizer<Bits<4>, PerGroup<dynamic_group>, Asymmetric>;
+}  // namespace
+
+TEST_CASE("AWQ on stories260K block 0 reproduces llm-awq (scales, losses, clips, weights)", "[data][awq][fixtures]") {
+  LOWBIT_REQUIRE_SHARED("fixtures/awq_block0_w4g32.safetensors");
+  SafetensorsFile f(lowbit_test::shared_path("fixtures/awq_block0_w4g32.safetensors"));
+  const Model m = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
+  const std::vector<int> toks = f.ints("tokens");
+  const MatrixRM X = embed(m, toks);
+  const MatrixRM X16 = f.matrix("X_first16");
+  REQUIRE(X.topRows(16 * 256) == X16);
+  Block b = m.blocks[0];
+  for (auto& [r, name] : kName) REQUIRE(b.linear(r).W == f.matrix("w_orig." + name + ".weight"));
+  const W4g32 q(32, Grid::minmax, true);
+  const AwqBlockResult res = awq_block(m.cfg, b, X, 256, q, AwqOptions{}, true);
+  REQUIRE(res.scales.size() == 3);  // v -> o skipped under GQA
+  for (auto& [mine, ref] : kPrev) {
+    INFO(ref);
+    const std::vector<float> xm = f.floats("scale." + ref + ".x_max"), s = f.floats("scale." + ref + ".s");
+    const std::vector<double> loss = f.doubles("scale." + ref + ".loss_history");
+    for (std::size_t j = 0; j < xm.size(); ++j) REQUIRE(res.x_mean.at(mine)[Eigen::Index(j)] == Approx(xm[j]).epsilon(1e-6));
+    const AwqScaleResult& sr = res.searches.at(mine);
+    REQUIRE(sr.best_index == f.ints("scale." + ref + ".best_ratio_index")[0]);
+    for (std::size_t i = 0; i < loss.size(); ++i) REQUIRE(sr.losses[i] == Approx(loss[i]).epsilon(1e-4));
+    for (std::size_t j = 0; j < s.size(); ++j) REQUIRE(res.scales.at(mine)[Eigen::Index(j)] == Approx(s[j]).epsilon(2e-6));
+  }
+  // clip search fed the reference's scaled weights and sampled inputs: every shrink step and max_val exact
+  for (Role r : {Role::v, Role::o, Role::gate, Role::up, Role::down}) {
+    const std::string n = kName.at(r);
+    INFO(n);
+    const MatrixRM mx = awq_search_clip(q, f.matrix("w_scaled." + n + ".weight"), f.matrix("clip." + n + ".input_sampled"));
+    const MatrixRM ref = f.matrix("clip." + n + ".max_val");
+    REQUIRE(mx == ref);
+    // and our own end-to-end clip agrees on nearly every group
+    const MatrixRM& own = res.clip_max.at(r);
+    Eigen::Index same = 0;
+    for (Eigen::Index i = 0; i < ref.size(); ++i) same += std::fabs(own.data()[i] - ref.data()[i]) <= 1e-5f * std::fabs(ref.data()[i]);
+    REQUIRE(double(same) >= 0.99 * double(ref.size()));
+  }
+  // RTN of the reference's clipped weights is the reference's final weight, bit for bit.  Ours start from our
+  // own scales (1e-6 relative from the reference's): >= 99.9 % of all weights agree; a single (row, group)
+  // whose clip step is a near-tie may flip, so each linear alone is held to 99.5 %.
+  Block fq = b;
+  Eigen::Index total = 0, total_same = 0;
+  for (auto& [r, name] : kName) {
+    INFO(name);
+    MatrixRM wc = f.matrix("w_clipped." + name + ".weight"), out(wc.rows(), wc.cols());
+    fake_quant(q, wc, out);
+    REQUIRE(out == f.matrix("w_q." + name + ".weight"));
+    MatrixRM& W = fq.linear(r).W;
+    fake_quant(q, W, W);
+    const MatrixRM ref = f.matrix("w_q." + name + ".weight");
+    Eigen::Index same = 0;
+    for (Eigen::Index i = 0; i < ref.size(); ++i) same += std::fabs(W.data()[i] - ref.data()[i]) <= 1e-5f * (std::fabs(ref.data()[i]) + 1e-3f);
+    REQUIRE(double(same) >= 0.995 * double(ref.size()));
+    total += ref.size(), total_same += same;
+  }
+  REQUIRE(double(total_same) >= 0.999 * double(total));
+}
+
+TEST_CASE("AWQ's folded scales leave the block's function unchanged before quantization", "[data][awq]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  const Model m = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
+  std::vector<int> toks;
+  const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32"));
+  toks.assign(ids.begin(), ids.begin() + 8 * 128);
+  const MatrixRM X = embed(m, toks);
+  Block b = m.blocks[1];
+  awq_block(m.cfg, b, X, 128, W4g32(32, Grid::minmax, true), AwqOptions{}, /*clip=*/false);
+  MatrixRM y0 = X, y1 = X;
+  block_forward(m.cfg, m.blocks[1], y0, 128);
+  block_forward(m.cfg, b, y1, 128);
+  REQUIRE((y1 - y0).cwiseAbs().maxCoeff() <= 1e-4f * y0.cwiseAbs().maxCoeff());
+  REQUIRE_FALSE(b.q.W == m.blocks[1].q.W);  // something was scaled
+}
+
+TEST_CASE("AWQ's chosen ratio equals a brute-force search written here", "[awq]") {
+  std::mt19937 g(4);
+  std::normal_distribution<float> nd;
+  MatrixRM W(24, 64), X(300, 64);
+  for (Eigen::Index i = 0; i < W.size(); ++i) W.data()[i] = nd(g);
+  for (Eigen::Index i = 0; i < X.size(); ++i) X.data()[i] = nd(g) * (1.0f + 5.0f * float((i % 64) < 4));  // salient channels
+  const W4g32 q(32, Grid::minmax, false);
+  auto module = [&](const std::vector<MatrixRM>& Ws) -> MatrixRM { return X * Ws[0].transpose(); };
+  const MatrixRM y = X * W.transpose();
+  const AwqScaleResult r = awq_search_scale(q, {&W}, awq_act_mean(X), module, y);
+  // brute force: every ratio, scales computed independently in double then rounded
+  int best = -1;
+  double best_loss = 1e300;
+  for (int i = 0; i < 20; ++i) {
+    Eigen::VectorXd xm = X.cwiseAbs().cast<double>().colwise().mean().transpose();
+    Eigen::VectorXf s(64);
+    for (int j = 0; j < 64; ++j) s[j] = std::max(float(std::pow(xm[j], i / 20.0)), 1e-4f);
+    s /= std::sqrt(s.maxCoeff() * s.minCoeff());
+    MatrixRM Ws = W * s.asDiagonal(), Wq(24, 64);
+    fake_quant(q, Ws, Wq);
+    for (Eigen::Index rr = 0; rr < 24; ++rr) Wq.row(rr).array() /= s.transpose().array();
+    const double loss = (X * Wq.transpose() - y).cast<double>().array().square().mean();
+    if (loss < best_loss) best_loss = loss, best = i;
+  }
+  REQUIRE(r.best_index == best);
+  REQUIRE(r.best_index > 0);  // salient channels make scaling worth it
+}
