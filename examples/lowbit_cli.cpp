@@ -7,6 +7,7 @@
 // SentencePiece .model; by default the GGUF's own vocabulary, else tokenizer.model / tokenizer.bin / tok*.bin /
 // *.vocab beside the model.  --data: a text file (encoded as BOS + the whole text) or raw int32 token ids
 // (*.i32).  Errors go to stderr, exit code 1 (2 for usage errors).
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <dirent.h>
@@ -43,7 +44,14 @@ struct Args {
   std::fprintf(stderr,
                "lowbit: %s\n"
                "usage: lowbit eval --model PATH [--tokenizer PATH] --data FILE [--seq-len N] [--max-tokens M]\n"
-               "                   [--threads T] [--json]\n",
+               "                   [--threads T] [--json]\n"
+               "       lowbit quantize --model PATH --method rtn|awq|gptq --wbits B [--group G] [--sym] [--ragged]\n"
+               "                   [--grid minmax|gptq|omniquant] [--act-order] [--static-groups] [--percdamp P]\n"
+               "                   [--duo-scaling] [--no-clip] [--asym-clip] [--calib FILE --nsamples N --seqlen L\n"
+               "                   --seed S --calib-sampling random|sequential] [--save-fake DIR] [--save-trans DIR]\n"
+               "                   [--save-scale F] [--save-clip F] [--load-scale F] [--load-clip F] [--eval FILE\n"
+               "                   [--eval-seq-len N] [--eval-max-tokens M]] [--tokenizer PATH] [--threads T]\n"
+               "                   [--json] [--quiet]\n",
                why);
   std::exit(2);
 }
@@ -112,26 +120,42 @@ std::vector<int> encode_with(const std::string& path, int vocab, const std::stri
   return tok.encode(text, true);
 }
 
+struct LoadedModel {
+  lowbit::Model model;
+  lowbit::GgufModel gguf;
+  bool is_dir = false, is_gguf = false;
+};
+
+LoadedModel load_any(const std::string& path) {
+  LoadedModel r;
+  struct stat st;
+  r.is_dir = ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  r.is_gguf = !r.is_dir && ends_with(path, ".gguf");
+  if (r.is_gguf) {
+    r.gguf = lowbit::load_gguf(path);
+    r.model = std::move(r.gguf.model);
+  } else {
+    r.model = lowbit::load_model(path);
+  }
+  return r;
+}
+
+// Token ids of a data file: raw int32 ids (*.i32), or BOS + the text encoded with the model's tokenizer.
+std::vector<int> load_ids(const Args& a, const LoadedModel& lm, const std::string& model_path, const std::string& data) {
+  if (ends_with(data, ".i32")) return lowbit::read_token_file(data);
+  if (lm.is_gguf && lm.gguf.has_tokenizer && !a.has("tokenizer")) return lm.gguf.tokenizer.encode(lowbit::read_text_file(data), true);
+  return encode_with(a.has("tokenizer") ? a.get("tokenizer") : find_tokenizer(model_path, lm.is_dir), lm.model.cfg.vocab_size,
+                     lowbit::read_text_file(data));
+}
+
 int cmd_eval(const Args& a) {
   if (!a.has("model")) usage("eval needs --model");
   if (!a.has("data")) usage("eval needs --data");
   if (a.has("threads")) lowbit::set_num_threads(int(a.num("threads", 0)));
   const std::string model_path = a.get("model"), data = a.get("data");
-  struct stat st;
-  const bool is_dir = ::stat(model_path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-  const bool is_gguf = !is_dir && ends_with(model_path, ".gguf");
-  lowbit::GgufModel g;
-  if (is_gguf) g = lowbit::load_gguf(model_path);
-  const lowbit::Model m = is_gguf ? std::move(g.model) : lowbit::load_model(model_path);
-  std::vector<int> ids;
-  if (ends_with(data, ".i32")) {
-    ids = lowbit::read_token_file(data);
-  } else if (is_gguf && g.has_tokenizer && !a.has("tokenizer")) {
-    ids = g.tokenizer.encode(lowbit::read_text_file(data), true);
-  } else {
-    ids = encode_with(a.has("tokenizer") ? a.get("tokenizer") : find_tokenizer(model_path, is_dir), m.cfg.vocab_size,
-                      lowbit::read_text_file(data));
-  }
+  const LoadedModel lm = load_any(model_path);
+  const lowbit::Model& m = lm.model;
+  const std::vector<int> ids = load_ids(a, lm, model_path, data);
   const long seq_len = a.num("seq-len", std::min(512, m.cfg.max_seq_len));
   const lowbit::PerplexityResult r = lowbit::perplexity(m, ids, int(seq_len), a.num("max-tokens", -1));
   if (a.has("json")) {
@@ -146,6 +170,98 @@ int cmd_eval(const Args& a) {
   return 0;
 }
 
+int cmd_quantize(const Args& a) {
+  for (const char* k : {"model", "method", "wbits"})
+    if (!a.has(k)) usage((std::string("quantize needs --") + k).c_str());
+  if (a.has("threads")) lowbit::set_num_threads(int(a.num("threads", 0)));
+  const auto t_start = std::chrono::steady_clock::now();
+  const std::string model_path = a.get("model");
+  const lowbit::Method method = lowbit::parse_method(a.get("method"));
+  lowbit::QuantSpec spec;
+  spec.wbits = int(a.num("wbits", 4));
+  spec.abits = 16;
+  spec.group_size = int(a.num("group", -1));
+  spec.symmetric = a.has("sym");
+  spec.allow_ragged = a.has("ragged");
+  spec.grid = a.has("grid") ? lowbit::parse_grid(a.get("grid")) : method == lowbit::Method::gptq ? lowbit::Grid::gptq : lowbit::Grid::minmax;
+  if (spec.wbits < 2 || spec.wbits > 8) lowbit::fail("--wbits ", spec.wbits, " is not supported (2..8)");
+  lowbit::validate(spec);
+  LoadedModel lm = load_any(model_path);
+  lowbit::Model& m = lm.model;
+  m.make_resident();
+  // check the spec against every linear before any work (group size vs row length)
+  lowbit::visit(spec, [&](auto q) {
+    for (int i = 0; i < m.cfg.n_layers; ++i)
+      for (lowbit::Role r : lowbit::all_roles) {
+        const auto& W = m.blocks[std::size_t(i)].linear(r).W;
+        lowbit::group_layout(q, W.rows(), W.cols(), "block " + std::to_string(i) + " " + lowbit::to_string(r));
+      }
+  });
+  lowbit::Windows calib;
+  if (method != lowbit::Method::rtn) {
+    if (!a.has("calib")) usage("--method awq/gptq needs --calib FILE");
+    const std::vector<int> ids = load_ids(a, lm, model_path, a.get("calib"));
+    const int n = int(a.num("nsamples", 128)), L = int(a.num("seqlen", 256));
+    const std::string sampling = a.get("calib-sampling", "random");
+    if (sampling == "random") calib = lowbit::random_windows(ids, n, L, std::uint64_t(a.num("seed", 0)));
+    else if (sampling == "sequential") calib = lowbit::sequential_windows(ids, n, L);
+    else usage("--calib-sampling must be random or sequential");
+  }
+  std::vector<int> eval_ids;
+  const long eval_L = a.num("eval-seq-len", std::min(512, m.cfg.max_seq_len)), eval_max = a.num("eval-max-tokens", -1);
+  lowbit::PerplexityResult fp, qr;
+  if (a.has("eval")) {
+    eval_ids = load_ids(a, lm, model_path, a.get("eval"));
+    fp = lowbit::perplexity(m, eval_ids, int(eval_L), eval_max);
+    if (!a.has("json")) std::printf("fp32:      ppl %.4f  (nll %.4f over %lld tokens)\n", fp.ppl, fp.nll, (long long)fp.predictions);
+  }
+  lowbit::PipelineOptions opt;
+  opt.method = method;
+  opt.progress = !a.has("quiet") && !a.has("json");
+  opt.gptq.act_order = a.has("act-order");
+  opt.gptq.static_groups = a.has("static-groups");
+  if (a.has("percdamp")) opt.gptq.percdamp = std::stod(a.get("percdamp"));
+  opt.awq.duo_scaling = a.has("duo-scaling");
+  opt.awq_clip = !a.has("no-clip");
+  opt.awq.symmetric_clip = !a.has("asym-clip");
+  opt.keep_transformed = a.has("save-trans");
+  std::vector<lowbit::AwqBlockResult> loaded;
+  if (a.has("load-scale") || a.has("load-clip")) {
+    loaded = lowbit::load_awq(a.get("load-scale"), a.get("load-clip"), m.cfg.n_layers);
+    opt.awq_load = &loaded;
+    opt.load_scales = a.has("load-scale");
+    opt.load_clips = a.has("load-clip");
+  }
+  const lowbit::Model original = a.has("save-trans") ? m : lowbit::Model{};
+  lowbit::PipelineReport rep;
+  lowbit::visit(spec, [&](auto q) { rep = lowbit::quantize_model(m, calib, q, opt); });
+  if (a.has("save-scale")) lowbit::save_awq_scales(a.get("save-scale"), rep.awq);
+  if (a.has("save-clip")) lowbit::save_awq_clips(a.get("save-clip"), rep.awq);
+  if (a.has("save-trans")) {
+    if (rep.transformed.empty()) lowbit::fail("--save-trans needs --method awq");
+    lowbit::Model t = original;
+    t.blocks = rep.transformed;
+    lowbit::save_hf(t, a.get("save-trans"), lowbit::DType::f32, {{"lowbit", "awq-transformed " + lowbit::to_string(spec)}});
+  }
+  if (a.has("save-fake")) lowbit::save_hf(m, a.get("save-fake"), lowbit::DType::f32, {{"lowbit", "fake-quantized " + lowbit::to_string(spec)}});
+  if (a.has("eval")) qr = lowbit::perplexity(m, eval_ids, int(eval_L), eval_max);
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  if (a.has("json")) {
+    std::printf("{\"method\": \"%s\", \"spec\": \"%s\", \"wbits\": %d, \"group\": %d, \"sym\": %s, \"grid\": \"%s\", "
+                "\"act_order\": %s, \"ppl_fp\": %.6f, \"ppl_quant\": %.6f, \"eval_tokens\": %lld, "
+                "\"quant_seconds\": %.3f, \"seconds\": %.3f, \"damp_retries\": %d}\n",
+                lowbit::to_string(method), lowbit::to_string(spec).c_str(), spec.wbits, spec.group_size,
+                spec.symmetric ? "true" : "false", lowbit::to_string(spec.grid), opt.gptq.act_order ? "true" : "false",
+                a.has("eval") ? fp.ppl : 0.0, a.has("eval") ? qr.ppl : 0.0, (long long)qr.predictions, rep.seconds, total,
+                rep.damp_retries);
+  } else {
+    std::printf("%s %s: quantized in %.2f s%s\n", lowbit::to_string(method), lowbit::to_string(spec).c_str(), rep.seconds,
+                rep.damp_retries ? " (GPTQ damping was raised for some layers)" : "");
+    if (a.has("eval")) std::printf("quantized: ppl %.4f  (nll %.4f)\n", qr.ppl, qr.nll);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -153,6 +269,12 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   try {
     if (cmd == "eval") return cmd_eval(parse(argc, argv, 2, {"json"}, {"model", "tokenizer", "data", "seq-len", "max-tokens", "threads"}));
+    if (cmd == "quantize")
+      return cmd_quantize(parse(argc, argv, 2,
+                                {"sym", "ragged", "act-order", "static-groups", "duo-scaling", "no-clip", "asym-clip", "json", "quiet"},
+                                {"model", "method", "wbits", "group", "grid", "percdamp", "calib", "nsamples", "seqlen", "seed",
+                                 "calib-sampling", "save-fake", "save-trans", "save-scale", "save-clip", "load-scale",
+                                 "load-clip", "eval", "eval-seq-len", "eval-max-tokens", "tokenizer", "threads"}));
     usage(("unknown subcommand '" + cmd + "'").c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set up, build (Release), run the quantizer demo, then -- when the shared real data is
-# present ($LOWBIT_SHARED, default ../shared) -- evaluate stories260K's perplexity with `lowbit eval`.
+# present ($LOWBIT_SHARED, default ../shared) -- quantize stories260K with AWQ (W4 g32) and print the
+# perplexity before and after.
 #   bash scripts/main.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +11,11 @@ cmake --build build
 ./build/examples/quantize_demo
 shared="${LOWBIT_SHARED:-../shared}"
 if [ -f "$shared/models/stories260K/stories260K.bin" ]; then
-  ./build/examples/lowbit eval --model "$shared/models/stories260K/stories260K.bin" \
-      --data "$shared/data/tinystories/tinystories_val.eval.txt" --seq-len 512
+  # AWQ W4 g32 on stories260K under protocol P (docs/results.md), perplexity before and after
+  ./build/examples/lowbit quantize --model "$shared/models/stories260K/stories260K.bin" --method awq --wbits 4 \
+      --group 32 --ragged --calib "$shared/data/tinystories/tinystories_val.calib.txt" --nsamples 128 --seqlen 256 \
+      --calib-sampling sequential --eval "$shared/data/tinystories/tinystories_val.eval.txt" --eval-seq-len 256 \
+      --eval-max-tokens 100352
 else
   echo "main: $shared/models/stories260K not found; real models come from the shared/ data directory"
   echo "      (set LOWBIT_SHARED), see README.md."

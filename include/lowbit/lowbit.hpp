@@ -24,3 +24,4 @@
 #include "io/gguf.hpp"
 #include "model/load.hpp"
 #include "algorithms/pipeline.hpp"
+#include "model/save_hf.hpp"

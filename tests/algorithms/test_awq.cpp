@@ -115,3 +115,43 @@ TEST_CASE("AWQ's chosen ratio equals a brute-force search written here", "[awq]"
   REQUIRE(r.best_index == best);
   REQUIRE(r.best_index > 0);  // salient channels make scaling worth it
 }
+
+TEST_CASE("AWQ pipeline: the saved transformed model reloads with the same perplexity, close to FP", "[data][awq][pipeline]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  Model m = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
+  const Model fp = m;
+  const std::vector<int> calib_ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32"));
+  const std::vector<int> eval_ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.eval.tokens.i32"));
+  PipelineOptions opt;
+  opt.method = Method::awq;
+  opt.progress = false;
+  opt.keep_transformed = true;
+  const W4g32 q(32, Grid::minmax, true);
+  const PipelineReport rep = quantize_model(m, sequential_windows(calib_ids, 16, 128), q, opt);
+  REQUIRE(rep.transformed.size() == 5);
+  Model t = fp;
+  t.blocks = rep.transformed;
+  const std::string dir = std::string(LOWBIT_BUILD_DIR) + "/awq_trans";
+  save_hf(t, dir);
+  const Model back = load_hf(dir);
+  const double p_fp = perplexity(fp, eval_ids, 256, 25600).ppl, p_t = perplexity(t, eval_ids, 256, 25600).ppl,
+               p_back = perplexity(back, eval_ids, 256, 25600).ppl, p_q = perplexity(m, eval_ids, 256, 25600).ppl;
+  INFO("fp " << p_fp << " transformed " << p_t << " reloaded " << p_back << " quantized " << p_q);
+  REQUIRE(p_back == Approx(p_t).epsilon(1e-5));  // save + load is exact up to float summation order
+  REQUIRE(p_t == Approx(p_fp).epsilon(0.02));     // scales are exact, clipping costs a little
+  REQUIRE(p_q > p_fp);
+  // scales and clips survive a save/load round trip
+  save_awq_scales(dir + "/scales.safetensors", rep.awq);
+  save_awq_clips(dir + "/clips.safetensors", rep.awq);
+  const std::vector<AwqBlockResult> l = load_awq(dir + "/scales.safetensors", dir + "/clips.safetensors", 5);
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(l[std::size_t(i)].scales.at("ffn_norm") == rep.awq[std::size_t(i)].scales.at("ffn_norm"));
+    REQUIRE(l[std::size_t(i)].clip_max.at(Role::down) == rep.awq[std::size_t(i)].clip_max.at(Role::down));
+  }
+  // quantizing with the loaded scales and clips reproduces the searched model exactly
+  Model again = fp;
+  opt.awq_load = &l;
+  opt.load_scales = opt.load_clips = true;
+  quantize_model(again, sequential_windows(calib_ids, 16, 128), q, opt);
+  for (int i = 0; i < 5; ++i) REQUIRE(again.blocks[std::size_t(i)].down.W == m.blocks[std::size_t(i)].down.W);
+}

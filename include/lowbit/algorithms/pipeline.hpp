@@ -15,12 +15,15 @@
 //         with the earlier subsets already quantized.
 #pragma once
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "../io/safetensors.hpp"
 #include "../model/calibration.hpp"
 #include "../model/llama.hpp"
 #include "../quant/spec.hpp"
@@ -60,12 +63,14 @@ struct PipelineOptions {
   const std::vector<AwqBlockResult>* awq_load = nullptr;
   bool load_scales = false, load_clips = false;
   bool progress = true;  // block i/n, step, elapsed, ETA on stderr
+  bool keep_transformed = false;  // AWQ: keep the scaled + clipped float blocks (save_trans)
 };
 
 struct PipelineReport {
   double seconds = 0.0;
   std::vector<AwqBlockResult> awq;    // per block (AWQ)
-  std::vector<GptqResult> gptq_info;  // dropped weights; damping/retries per linear, flattened
+  std::vector<GptqResult> gptq_info;  // per linear, in processing order (Q dropped)
+  std::vector<Block> transformed;     // AWQ: each block after scaling and clipping, before quantization
   int damp_retries = 0;
 };
 
@@ -75,7 +80,9 @@ inline void progress(bool on, int block, int n, const char* step, std::chrono::s
   if (!on) return;
   const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double eta = block > 0 ? el / block * (n - block) : 0.0;
-  std::fprintf(stderr, "\r[lowbit] block %d/%d  %-12s  elapsed %6.1fs  ETA %6.1fs   ", block + 1, n, step, el, eta);
+  // on a terminal one line is rewritten in place; in a log every step gets its own line
+  std::fprintf(stderr, "%s[lowbit] block %d/%d  %-12s  elapsed %6.1fs  ETA %6.1fs%s", ::isatty(2) ? "\r" : "", block + 1, n,
+               step, el, eta, ::isatty(2) ? "   " : "\n");
   std::fflush(stderr);
 }
 
@@ -213,6 +220,7 @@ PipelineReport quantize_model(Model& m, const Windows& calib, const Q& q, const 
       detail::progress(opt.progress, i, n, "awq search", t0);
       const AwqBlockResult* load = opt.awq_load && std::size_t(i) < opt.awq_load->size() ? &(*opt.awq_load)[std::size_t(i)] : nullptr;
       rep.awq.push_back(awq_block(m.cfg, b, x, L, q, opt.awq, opt.awq_clip, load, opt.load_scales, opt.load_clips));
+      if (opt.keep_transformed) rep.transformed.push_back(b);
       fq_all(b);
     } else {  // GPTQ, true-sequential
       const std::vector<std::vector<Role>> subsets = {{Role::q, Role::k, Role::v}, {Role::o}, {Role::gate, Role::up}, {Role::down}};
@@ -242,9 +250,73 @@ PipelineReport quantize_model(Model& m, const Windows& calib, const Q& q, const 
     }
     x.swap(next);
   }
-  if (opt.progress) std::fprintf(stderr, "\n");
+  if (opt.progress && ::isatty(2)) std::fprintf(stderr, "\n");
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return rep;
+}
+
+}  // namespace lowbit
+
+namespace lowbit {
+
+// AWQ artifacts on disk (safetensors): scales as "blocks.<i>.<prev_op>.scale" [in], clips as
+// "blocks.<i>.<linear>.max_val" (and ".min_val" for an asymmetric clip) [rows, ngroups].  They are what the
+// two-step workflows (AWQ, then OmniQuant initialised from it) pass between runs.
+inline void save_awq_scales(const std::string& path, const std::vector<AwqBlockResult>& r) {
+  std::vector<TensorToWrite> ts;
+  for (std::size_t i = 0; i < r.size(); ++i)
+    for (const auto& [prev, s] : r[i].scales)
+      ts.push_back(tensor_f32("blocks." + std::to_string(i) + "." + prev + ".scale", {s.size()}, s.data()));
+  write_safetensors(path, ts, {{"format", "lowbit-awq-scales"}});
+}
+
+inline void save_awq_clips(const std::string& path, const std::vector<AwqBlockResult>& r) {
+  std::vector<TensorToWrite> ts;
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    for (const auto& [role, m] : r[i].clip_max)
+      ts.push_back(tensor_f32("blocks." + std::to_string(i) + "." + to_string(role) + ".max_val", {m.rows(), m.cols()}, m.data()));
+    for (const auto& [role, m] : r[i].clip_min)
+      ts.push_back(tensor_f32("blocks." + std::to_string(i) + "." + to_string(role) + ".min_val", {m.rows(), m.cols()}, m.data()));
+  }
+  write_safetensors(path, ts, {{"format", "lowbit-awq-clips"}});
+}
+
+// Reads scale and/or clip files (either path may be empty) into per-block results for PipelineOptions::awq_load.
+inline std::vector<AwqBlockResult> load_awq(const std::string& scale_path, const std::string& clip_path, int n_blocks) {
+  std::vector<AwqBlockResult> r(static_cast<std::size_t>(n_blocks));
+  auto block_of = [&](const std::string& path, const std::string& name, std::string& rest) {
+    if (name.rfind("blocks.", 0) != 0) fail(path, ": unexpected tensor '", name, "'");
+    const std::size_t dot = name.find('.', 7);
+    const int i = std::stoi(name.substr(7, dot - 7));
+    if (i < 0 || i >= n_blocks) fail(path, ": tensor '", name, "' names block ", i, " but the model has ", n_blocks);
+    rest = name.substr(dot + 1);
+    return std::size_t(i);
+  };
+  if (!scale_path.empty()) {
+    SafetensorsFile f(scale_path);
+    for (const auto& [name, t] : f.tensors()) {
+      std::string rest;
+      const std::size_t i = block_of(scale_path, name, rest);
+      const std::string prev = rest.substr(0, rest.rfind(".scale"));
+      const std::vector<float> v = f.floats(name);
+      r[i].scales[prev] = Eigen::Map<const Eigen::VectorXf>(v.data(), Eigen::Index(v.size()));
+    }
+  }
+  if (!clip_path.empty()) {
+    SafetensorsFile f(clip_path);
+    for (const auto& [name, t] : f.tensors()) {
+      std::string rest;
+      const std::size_t i = block_of(clip_path, name, rest);
+      const std::string lin = rest.substr(0, rest.find('.'));
+      Role role = Role::q;
+      bool found = false;
+      for (Role rr : all_roles)
+        if (lin == to_string(rr)) role = rr, found = true;
+      if (!found) fail(clip_path, ": tensor '", name, "' names no linear");
+      (rest.find(".min_val") != std::string::npos ? r[i].clip_min : r[i].clip_max)[role] = f.matrix(name);
+    }
+  }
+  return r;
 }
 
 }  // namespace lowbit
