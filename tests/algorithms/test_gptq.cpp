@@ -170,3 +170,28 @@ TEST_CASE("GPTQ reproduces the reference fasterquant on real stories260K layers"
     }
   }
 }
+
+TEST_CASE("blocked Cholesky and triangular inverse match Eigen at sizes past one block", "[gptq]") {
+  for (Eigen::Index n : {5, 256, 257, 700}) {
+    const MatrixRM A = randn(n + 20, n, std::uint32_t(n));
+    Eigen::MatrixXd H = (A.transpose() * A).cast<double>();
+    H.diagonal().array() += 1.0;
+    Eigen::MatrixXd L = H;
+    REQUIRE(detail::cholesky_lower_inplace(L));
+    const Eigen::MatrixXd ref = Eigen::LLT<Eigen::MatrixXd>(H).matrixL();
+    REQUIRE((L - ref).cwiseAbs().maxCoeff() <= 1e-9 * ref.cwiseAbs().maxCoeff());
+    Eigen::MatrixXd Li = L;
+    detail::invert_lower_triangular<Eigen::MatrixXd>(Li);
+    REQUIRE((Li * L - Eigen::MatrixXd::Identity(n, n)).cwiseAbs().maxCoeff() < 1e-9);
+    // and the GPTQ factor: U^T U = (H + damp)^-1 with U upper triangular
+    GptqResult r;
+    const MatrixRM U = detail::gptq_inverse_factor<double>(H, GptqOptions{}, r);
+    Eigen::MatrixXd Hd = H;
+    Hd.diagonal().array() += 0.01 * H.diagonal().mean();
+    const Eigen::MatrixXd Ud = U.cast<double>();
+    REQUIRE(Ud.triangularView<Eigen::StrictlyLower>().toDenseMatrix().isZero());
+    REQUIRE((Ud.transpose() * Ud * Hd - Eigen::MatrixXd::Identity(n, n)).cwiseAbs().maxCoeff() < 1e-4);
+  }
+  Eigen::MatrixXd bad = -Eigen::MatrixXd::Identity(300, 300);
+  REQUIRE_FALSE(detail::cholesky_lower_inplace(bad));
+}

@@ -65,6 +65,7 @@ struct GptqOptions {
   bool static_groups = false;
   GroupFit group_params_from = GroupFit::block_start;
   int max_damp_retries = 4;  // each multiplies percdamp by 10
+  bool double_factorization = false;  // the Cholesky / inverse in double (the reference uses float)
 };
 
 struct GptqResult {
@@ -80,21 +81,88 @@ struct GptqResult {
 
 namespace detail {
 
+// Calls set(i, j) for every (i, j) of a rows x cols index space in 64 x 64 tiles, tiles in parallel: the
+// cache-friendly way to transpose / reverse large matrices (Eigen's plain transpose copies are strided).
+template <class Set>
+void for_each_tiled(Eigen::Index rows, Eigen::Index cols, Set&& set) {
+  constexpr Eigen::Index T = 64;
+  const Eigen::Index tr = (rows + T - 1) / T, tc = (cols + T - 1) / T;
+  parallel_for(tr * tc, [&](std::int64_t t) {
+    const Eigen::Index i0 = (t / tc) * T, j0 = (t % tc) * T;
+    for (Eigen::Index i = i0; i < std::min(i0 + T, rows); ++i)
+      for (Eigen::Index j = j0; j < std::min(j0 + T, cols); ++j) set(i, j);
+  });
+}
+
+// In-place inverse of a lower-triangular matrix by recursive 2x2 blocking:
+//   [A 0; B C]^-1 = [A^-1 0; -C^-1 B A^-1  C^-1]
+// so the work is (parallel) GEMMs; Eigen's triangular solve against the identity is single-threaded and
+// about 4x slower at n = 4096.
+template <class Mat>
+void invert_lower_triangular(Eigen::Ref<Mat> M) {
+  const Eigen::Index n = M.rows();
+  if (n <= 256) {
+    Mat I = Mat::Identity(n, n);
+    M.template triangularView<Eigen::Lower>().solveInPlace(I);
+    M = I;
+    return;
+  }
+  const Eigen::Index n1 = n / 2, n2 = n - n1;
+  invert_lower_triangular<Mat>(M.topLeftCorner(n1, n1));
+  invert_lower_triangular<Mat>(M.bottomRightCorner(n2, n2));
+  const Mat BA = M.bottomLeftCorner(n2, n1) * M.topLeftCorner(n1, n1);   // B A^-1
+  M.bottomLeftCorner(n2, n1).noalias() = -(M.bottomRightCorner(n2, n2) * BA);  // -C^-1 B A^-1
+  M.topRightCorner(n1, n2).setZero();
+}
+
+// In-place lower Cholesky factor (right-looking, blocks of 256) whose trailing updates are parallel GEMMs;
+// Eigen's LLT runs its symmetric rank updates on one thread.  Returns false if A is not positive definite.
+template <class Mat>
+bool cholesky_lower_inplace(Mat& A) {
+  const Eigen::Index n = A.rows(), B = 256;
+  for (Eigen::Index k = 0; k < n; k += B) {
+    const Eigen::Index b = std::min(B, n - k), rest = n - k - b;
+    Eigen::Ref<Mat> diag = A.block(k, k, b, b);
+    Eigen::LLT<Eigen::Ref<Mat>> llt(diag);  // factors the diagonal block in place
+    if (llt.info() != Eigen::Success) return false;
+    if (rest == 0) break;
+    // L21 = A21 L11^-T: solve X L11^T = A21 in place
+    A.block(k, k, b, b).template triangularView<Eigen::Lower>().transpose().template solveInPlace<Eigen::OnTheRight>(
+        A.block(k + b, k, rest, b));
+    const Mat L21 = A.block(k + b, k, rest, b);
+    // trailing update A22 -= L21 L21^T, lower triangle only: one GEMM per panel of B columns
+    for (Eigen::Index j = 0; j < rest; j += B) {
+      const Eigen::Index w = std::min(B, rest - j);
+      A.block(k + b + j, k + b + j, rest - j, w).noalias() -= L21.bottomRows(rest - j) * L21.middleRows(j, w).transpose();
+    }
+  }
+  A.template triangularView<Eigen::StrictlyUpper>().setZero();
+  return true;
+}
+
 // Upper Cholesky factor U of (H + damp I)^-1 (U^T U = H^-1), with the automatic damping retry.
-inline Eigen::MatrixXd gptq_inverse_factor(Eigen::MatrixXd H, const GptqOptions& o, GptqResult& r) {
+// The reference computes chol(H), the inverse, then chol(H^-1) (about 1.7 n^3 flops).  With J the reversal
+// permutation and J H J = K K^T, U = J K^-1 J is upper triangular with U^T U = J (K K^T)^-1 J = H^-1: one
+// Cholesky and one triangular inverse (2/3 n^3).  Scalar = float (as the reference, default) or double.
+template <class Scalar>
+MatrixRM gptq_inverse_factor(const Eigen::MatrixXd& H, const GptqOptions& o, GptqResult& r) {
+  using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   const double mean_diag = H.diagonal().mean();
+  const Eigen::Index n = H.rows();
+  Mat Hrev(n, n);  // J H J
+  for_each_tiled(n, n, [&](Eigen::Index i, Eigen::Index j) { Hrev(i, j) = Scalar(H(n - 1 - i, n - 1 - j)); });
   double pd = o.percdamp;
   for (int attempt = 0;; ++attempt) {
-    Eigen::MatrixXd Hd = H;
-    Hd.diagonal().array() += pd * mean_diag;
-    Eigen::LLT<Eigen::MatrixXd> llt(Hd);
-    if (llt.info() == Eigen::Success) {
-      const Eigen::MatrixXd Hinv = llt.solve(Eigen::MatrixXd::Identity(H.rows(), H.cols()));
-      Eigen::LLT<Eigen::MatrixXd> llt2(Hinv);
-      if (llt2.info() == Eigen::Success) {
+    Mat Kinv = Hrev;
+    Kinv.diagonal().array() += Scalar(pd * mean_diag);
+    if (cholesky_lower_inplace(Kinv)) {
+      invert_lower_triangular<Mat>(Kinv);  // K^-1, lower triangular
+      if (Kinv.allFinite()) {
         r.percdamp_used = pd;
         r.damp_retries = attempt;
-        return llt2.matrixU();
+        MatrixRM U(n, n);  // J K^-1 J
+        for_each_tiled(n, n, [&](Eigen::Index i, Eigen::Index j) { U(i, j) = float(Kinv(n - 1 - i, n - 1 - j)); });
+        return U;
       }
     }
     if (attempt >= o.max_damp_retries)
@@ -118,21 +186,24 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
   const GroupLayout L = group_layout(q, rows, cols, name);
   const Eigen::Index gs = L.group;
   const bool grouped = Q::static_group != row_group;
-  for (Eigen::Index i = 0; i < W_in.size(); ++i) {
-    const float v = W_in(i / cols, i % cols);
-    if (!std::isfinite(v)) fail(name, ": non-finite weight at row ", i / cols, ", column ", i % cols);
-  }
+  if (!W_in.allFinite())
+    for (Eigen::Index rr = 0; rr < rows; ++rr)
+      for (Eigen::Index c = 0; c < cols; ++c)
+        if (!std::isfinite(W_in(rr, c))) fail(name, ": non-finite weight at row ", rr, ", column ", c);
   if (!H_in.allFinite()) fail(name, ": the Hessian has non-finite entries");
 
   GptqResult r;
-  Eigen::MatrixXd H = H_in;
-  MatrixRM Wt = W_in.transpose();  // [in, out]: column c of W is row c here
+  MatrixRM Wt(cols, rows);  // [in, out]: column c of W is row c here
+  detail::for_each_tiled(cols, rows, [&](Eigen::Index c, Eigen::Index rr) { Wt(c, rr) = W_in(rr, c); });
   for (Eigen::Index d = 0; d < cols; ++d)
-    if (H(d, d) == 0.0) {
-      H(d, d) = 1.0;
-      Wt.row(d).setZero();
-      r.dead_columns.push_back(int(d));
-    }
+    if (H_in(d, d) == 0.0) r.dead_columns.push_back(int(d));
+  Eigen::MatrixXd H_edit;  // a copy only when dead columns or act_order change H
+  if (!r.dead_columns.empty() || o.act_order) H_edit = H_in;
+  for (int d : r.dead_columns) {
+    H_edit(d, d) = 1.0;
+    Wt.row(d).setZero();
+  }
+  const Eigen::MatrixXd& H0 = H_edit.size() ? H_edit : H_in;
 
   // static groups: fitted on the original (unpermuted, dead columns zeroed) weight before anything else
   const float qmaxf = float(Q::qmax);
@@ -162,6 +233,7 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
   r.perm.resize(std::size_t(cols));
   std::iota(r.perm.begin(), r.perm.end(), 0);
   if (o.act_order) {
+    Eigen::MatrixXd& H = H_edit;
     const Eigen::VectorXd diag = H.diagonal();
     std::stable_sort(r.perm.begin(), r.perm.end(), [&](int a, int b) { return diag[a] > diag[b]; });
     MatrixRM Wp(cols, rows);
@@ -173,7 +245,8 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
     Wt.swap(Wp);
     H.swap(Hp);
   }
-  const MatrixRM U = detail::gptq_inverse_factor(std::move(H), o, r).cast<float>();
+  const MatrixRM U = o.double_factorization ? detail::gptq_inverse_factor<double>(H_edit.size() ? H_edit : H0, o, r)
+                                            : detail::gptq_inverse_factor<float>(H_edit.size() ? H_edit : H0, o, r);
 
   // Per-channel: parameters of the whole row, fitted once on the weight as given (before dead columns are
   // zeroed), as the reference does.
@@ -183,61 +256,94 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
     r.params.scale.col(0) = scale, r.params.zero.col(0) = zero;
   }
   r.g_idx.assign(std::size_t(cols), 0);
+  if (grouped)  // the group of every processing position does not depend on the data
+    for (Eigen::Index col = 0; col < cols; ++col)
+      r.g_idx[std::size_t(r.perm[std::size_t(col)])] = int(o.static_groups ? r.perm[std::size_t(col)] / gs : col / gs);
+  // Fits min-max parameters on rows [r0, r0+nr) of W's columns [c0, c0+n) (src holds columns as rows).
+  auto fit_rows = [&](const auto& src, Eigen::Index c0, Eigen::Index n, Eigen::Index r0, Eigen::Index nr, Eigen::Index g,
+                      Eigen::Index out0) {
+    Eigen::VectorXf mn = src.row(c0).segment(r0, nr).transpose(), mx = mn;
+    for (Eigen::Index c = c0 + 1; c < c0 + n; ++c) {
+      mn = mn.cwiseMin(src.row(c).segment(r0, nr).transpose());
+      mx = mx.cwiseMax(src.row(c).segment(r0, nr).transpose());
+    }
+    for (Eigen::Index i = 0; i < nr; ++i) {
+      const GroupParams p = group_params(q.grid, Q::bits, Q::symmetric, mn[i] + 0.0f, mx[i] + 0.0f);
+      r.params.scale(out0 + i, g) = p.scale, r.params.zero(out0 + i, g) = p.zero;
+    }
+  };
+  // Output rows are independent in GPTQ (each row's updates only read its own errors), so each block runs in
+  // parallel over fixed chunks of rows: bit-identical for any thread count.
+  constexpr Eigen::Index kChunk = 128;
+  const Eigen::Index nchunks = (rows + kChunk - 1) / kChunk;
+  std::vector<double> chunk_loss(std::size_t(nchunks), 0.0);
   MatrixRM Qt(cols, rows);
-  double err_total = 0.0;
   for (Eigen::Index i1 = 0; i1 < cols; i1 += o.block_size) {
     const Eigen::Index i2 = std::min<Eigen::Index>(i1 + o.block_size, cols), count = i2 - i1;
     MatrixRM W1 = Wt.middleRows(i1, count);  // in-block working copy
     MatrixRM Err1(count, rows);
-    for (Eigen::Index i = 0; i < count; ++i) {
-      const Eigen::Index col = i1 + i;
-      if (grouped) {
-        Eigen::Index g;
-        if (o.static_groups) {
-          g = r.perm[std::size_t(col)] / gs;
-        } else {
-          g = col / gs;
-          if (col % gs == 0) {  // a new group starts at this processing position
-            Eigen::VectorXf s, z;
+    parallel_for(nchunks, [&](std::int64_t chunk) {
+      const Eigen::Index r0 = chunk * kChunk, nr = std::min(kChunk, rows - r0);
+      const float* sc = nullptr;
+      const float* zc = nullptr;
+      Eigen::VectorXf s_col(nr), z_col(nr);
+      if (!grouped) s_col = scale.segment(r0, nr), z_col = zero.segment(r0, nr);
+      double loss_sum = 0.0;
+      for (Eigen::Index i = 0; i < count; ++i) {
+        const Eigen::Index col = i1 + i;
+        if (grouped) {
+          const Eigen::Index g = o.static_groups ? r.perm[std::size_t(col)] / gs : col / gs;
+          if (!o.static_groups && col % gs == 0) {  // a new group starts at this processing position
+            const Eigen::Index n = std::min(gs, cols - col);
             if (o.group_params_from == GroupFit::block_start) {
-              fit(Wt, col, std::min(gs, cols - col), s, z);
+              fit_rows(Wt, col, n, r0, nr, g, r0);
             } else {  // current: every column of the group with all updates so far applied
-              MatrixRM cur = Wt.middleRows(col, std::min(gs, cols - col));
-              const Eigen::Index in_block = std::min(i2, col + cur.rows()) - col, beyond = cur.rows() - in_block;
-              cur.topRows(in_block) = W1.middleRows(i, in_block);
+              MatrixRM cur = Wt.block(col, r0, n, nr);
+              const Eigen::Index in_block = std::min(i2, col + n) - col, beyond = n - in_block;
+              cur.topRows(in_block) = W1.block(i, r0, in_block, nr);
               if (beyond > 0 && i > 0)  // the block's pending lazy update, for the columns past its end
-                cur.bottomRows(beyond).noalias() -= U.block(i1, i2, i, beyond).transpose() * Err1.topRows(i);
-              fit(cur, 0, cur.rows(), s, z);
+                cur.bottomRows(beyond).noalias() -= U.block(i1, i2, i, beyond).transpose() * Err1.block(0, r0, i, nr);
+              fit_rows(cur, 0, n, 0, nr, g, r0);
             }
-            r.params.scale.col(g) = s, r.params.zero.col(g) = z;
           }
+          for (Eigen::Index k = 0; k < nr; ++k) s_col[k] = r.params.scale(r0 + k, g), z_col[k] = r.params.zero(r0 + k, g);
         }
-        scale = r.params.scale.col(g);
-        zero = r.params.zero.col(g);
-        r.g_idx[std::size_t(r.perm[std::size_t(col)])] = int(g);
+        sc = s_col.data(), zc = z_col.data();
+        const float d = U(col, col);
+        float* w = W1.row(i).data() + r0;
+        float* qd = Qt.row(col).data() + r0;
+        float* e = Err1.row(i).data() + r0;
+        float loss = 0.0f;
+        for (Eigen::Index k = 0; k < nr; ++k) {
+          const float code = std::min(std::max(std::nearbyint(w[k] / sc[k]) + zc[k], 0.0f), qmaxf);
+          qd[k] = sc[k] * (code - zc[k]);
+          const float diff = w[k] - qd[k];
+          loss += diff * diff / (d * d);
+          e[k] = diff / d;
+        }
+        loss_sum += double(loss) / 2.0;
+        // W1[:, i+1:] -= err * U[col, col+1:i2]   (rows i+1.. of the transposed block, this chunk's columns)
+        for (Eigen::Index j = i + 1; j < count; ++j) {
+          const float u = U(col, i1 + j);
+          float* dst = W1.row(j).data() + r0;
+          for (Eigen::Index k = 0; k < nr; ++k) dst[k] -= u * e[k];
+        }
       }
-      const float d = U(col, col);
-      float* w = W1.row(i).data();
-      float* qd = Qt.row(col).data();
-      float* e = Err1.row(i).data();
-      float loss = 0.0f;
-      for (Eigen::Index k = 0; k < rows; ++k) {
-        const float code = std::min(std::max(std::nearbyint(w[k] / scale[k]) + zero[k], 0.0f), qmaxf);
-        qd[k] = scale[k] * (code - zero[k]);
-        const float diff = w[k] - qd[k];
-        loss += diff * diff / (d * d);
-        e[k] = diff / d;
-      }
-      err_total += double(loss) / 2.0;
-      // W1[:, i+1:] -= err * U[col, col+1:i2]   (rows i+1.. of the transposed block)
-      for (Eigen::Index j = i + 1; j < count; ++j) W1.row(j) -= U(col, i1 + j) * Err1.row(i);
-    }
+      chunk_loss[std::size_t(chunk)] += loss_sum;
+    });
     if (i2 < cols)  // W[:, i2:] -= Err1 @ U[i1:i2, i2:]
       Wt.bottomRows(cols - i2).noalias() -= U.block(i1, i2, count, cols - i2).transpose() * Err1;
   }
+  double err_total = 0.0;
+  for (double l : chunk_loss) err_total += l;
   r.error = err_total;
+  if (o.act_order) {
+    MatrixRM Qn(cols, rows);  // un-permute rows of Q^T, then transpose once
+    for (Eigen::Index c = 0; c < cols; ++c) Qn.row(r.perm[std::size_t(c)]) = Qt.row(c);
+    Qt.swap(Qn);
+  }
   r.Q.resize(rows, cols);
-  for (Eigen::Index c = 0; c < cols; ++c) r.Q.col(r.perm[std::size_t(c)]) = Qt.row(c).transpose();
+  detail::for_each_tiled(rows, cols, [&](Eigen::Index rr, Eigen::Index c) { r.Q(rr, c) = Qt(c, rr); });
   return r;
 }
 

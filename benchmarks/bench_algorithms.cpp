@@ -1,0 +1,88 @@
+// GPTQ on a 4096 x 4096 layer (W4 g128, blocksize 128) and AWQ's scale + clip search on a TinyLlama-1.1B-shaped
+// block, with Eigen's float GEMM as the roofline in the same binary.
+//
+//   build/benchmarks/bench_algorithms --benchmark_counters_tabular=true
+// GPTQ FLOPs counted: the factorisation (one Cholesky + one triangular inverse, 2/3 n^3, in double), the lazy
+// block updates (2 * rows * 128 * remaining columns per block) and the in-block rank-1 updates.
+#include <benchmark/benchmark.h>
+
+#include <lowbit/lowbit.hpp>
+#include <random>
+
+namespace {
+
+lowbit::MatrixRM rnd(long r, long c, std::uint32_t seed, float sd) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> nd(0.0f, sd);
+  lowbit::MatrixRM m(r, c);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = nd(g);
+  return m;
+}
+
+const Eigen::MatrixXd& hessian4096() {
+  static const Eigen::MatrixXd H = [] {
+    lowbit::HessianAccumulator acc(4096);
+    acc.add_batch(rnd(2048, 4096, 7, 1.0f), 4);  // rank-deficient on purpose: damping makes it definite
+    acc.add_batch(rnd(4096, 4096, 8, 0.5f), 8);
+    return acc.hessian();
+  }();
+  return H;
+}
+
+double gptq_flops(double rows, double cols, double B) {
+  double f = 2.0 / 3.0 * cols * cols * cols;
+  for (double i1 = 0; i1 < cols; i1 += B) {
+    const double i2 = std::min(i1 + B, cols), count = i2 - i1;
+    f += 2.0 * rows * count * (cols - i2) + rows * count * (count - 1);
+  }
+  return f;
+}
+
+void BM_eigen_gemm_4096x128x4096(benchmark::State& st) {
+  const lowbit::MatrixRM A = rnd(4096, 128, 1, 1.0f), B = rnd(128, 4096, 2, 1.0f);
+  lowbit::MatrixRM C(4096, 4096);
+  for (auto _ : st) {
+    C.noalias() = A * B;
+    benchmark::DoNotOptimize(C.data());
+  }
+  st.counters["FLOP/s"] = benchmark::Counter(2.0 * 4096 * 128 * 4096, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_gptq_4096_w4g128(benchmark::State& st) {
+  const lowbit::MatrixRM W = rnd(4096, 4096, 3, 0.02f);
+  const Eigen::MatrixXd& H = hessian4096();
+  lowbit::Quantizer<lowbit::Bits<4>, lowbit::PerGroup<128>, lowbit::Asymmetric> q(128, lowbit::Grid::gptq);
+  for (auto _ : st) {
+    auto r = lowbit::gptq_quantize(q, W, H);
+    benchmark::DoNotOptimize(r.Q.data());
+  }
+  st.counters["FLOP/s"] = benchmark::Counter(gptq_flops(4096, 4096, 128), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_awq_block_tinyllama(benchmark::State& st) {
+  lowbit::LlamaConfig c;
+  c.dim = 2048, c.hidden_dim = 5632, c.n_layers = 1, c.n_heads = 32, c.n_kv_heads = 4, c.vocab_size = 32000;
+  c.max_seq_len = 2048, c.rope = lowbit::RopeStyle::rotate_half;
+  lowbit::Block b;
+  b.attn_norm = Eigen::VectorXf::Ones(c.dim), b.ffn_norm = Eigen::VectorXf::Ones(c.dim);
+  b.q.W = rnd(c.dim, c.dim, 11, 0.02f), b.k.W = rnd(c.kv_dim(), c.dim, 12, 0.02f), b.v.W = rnd(c.kv_dim(), c.dim, 13, 0.02f);
+  b.o.W = rnd(c.dim, c.dim, 14, 0.02f), b.gate.W = rnd(c.hidden_dim, c.dim, 15, 0.02f);
+  b.up.W = rnd(c.hidden_dim, c.dim, 16, 0.02f), b.down.W = rnd(c.dim, c.hidden_dim, 17, 0.02f);
+  const int n = int(st.range(0)), L = int(st.range(1));
+  const lowbit::MatrixRM X = rnd(long(n) * L, c.dim, 18, 1.0f);
+  lowbit::Quantizer<lowbit::Bits<4>, lowbit::PerGroup<128>, lowbit::Asymmetric> q(128);
+  for (auto _ : st) {
+    lowbit::Block w = b;
+    auto r = lowbit::awq_block(c, w, X, L, q, lowbit::AwqOptions{}, true);
+    benchmark::DoNotOptimize(r.scales.size());
+  }
+  st.counters["tokens"] = double(n) * L;
+}
+
+}  // namespace
+
+BENCHMARK(BM_eigen_gemm_4096x128x4096)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_gptq_4096_w4g128)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_awq_block_tinyllama)->Args({16, 512})->UseRealTime()->Unit(benchmark::kSecond)->Iterations(1);
+
+BENCHMARK_MAIN();
