@@ -47,7 +47,8 @@ struct Args {
                "                   [--threads T] [--json]\n"
                "       lowbit quantize --model PATH --method rtn|awq|gptq --wbits B [--group G] [--sym] [--ragged]\n"
                "                   [--grid minmax|gptq|omniquant] [--act-order] [--static-groups] [--percdamp P]\n"
-               "                   [--duo-scaling] [--no-clip] [--asym-clip] [--calib FILE --nsamples N --seqlen L\n"
+               "                   [--duo-scaling] [--no-clip] [--asym-clip] [--propagate fp|quant]\n"
+               "                   [--calib FILE --nsamples N --seqlen L\n"
                "                   --seed S --calib-sampling random|sequential] [--save-fake DIR] [--save-trans DIR]\n"
                "                   [--save-scale F] [--save-clip F] [--load-scale F] [--load-clip F] [--eval FILE\n"
                "                   [--eval-seq-len N] [--eval-max-tokens M]] [--tokenizer PATH] [--threads T]\n"
@@ -225,6 +226,12 @@ int cmd_quantize(const Args& a) {
   opt.awq_clip = !a.has("no-clip");
   opt.awq.symmetric_clip = !a.has("asym-clip");
   opt.keep_transformed = a.has("save-trans");
+  if (a.has("propagate")) {
+    const std::string pr = a.get("propagate");
+    if (pr == "fp") opt.propagate = lowbit::Propagate::full_precision;
+    else if (pr == "quant") opt.propagate = lowbit::Propagate::quantized;
+    else usage("--propagate must be fp or quant");
+  }
   std::vector<lowbit::AwqBlockResult> loaded;
   if (a.has("load-scale") || a.has("load-clip")) {
     loaded = lowbit::load_awq(a.get("load-scale"), a.get("load-clip"), m.cfg.n_layers);
@@ -274,7 +281,8 @@ int main(int argc, char** argv) {
                                 {"sym", "ragged", "act-order", "static-groups", "duo-scaling", "no-clip", "asym-clip", "json", "quiet"},
                                 {"model", "method", "wbits", "group", "grid", "percdamp", "calib", "nsamples", "seqlen", "seed",
                                  "calib-sampling", "save-fake", "save-trans", "save-scale", "save-clip", "load-scale",
-                                 "load-clip", "eval", "eval-seq-len", "eval-max-tokens", "tokenizer", "threads"}));
+                                 "load-clip", "eval", "eval-seq-len", "eval-max-tokens", "tokenizer", "threads",
+                                 "propagate"}));
     usage(("unknown subcommand '" + cmd + "'").c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());

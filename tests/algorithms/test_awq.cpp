@@ -155,3 +155,26 @@ TEST_CASE("AWQ pipeline: the saved transformed model reloads with the same perpl
   quantize_model(again, sequential_windows(calib_ids, 16, 128), q, opt);
   for (int i = 0; i < 5; ++i) REQUIRE(again.blocks[std::size_t(i)].down.W == m.blocks[std::size_t(i)].down.W);
 }
+
+TEST_CASE("the pipeline gives bitwise-identical models for 1 and 2 threads (RTN, AWQ, GPTQ)", "[data][pipeline][threads]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  const Model fp = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
+  const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32"));
+  const Windows calib = random_windows(ids, 8, 64, 7);
+  const W4g32 q(32, Grid::minmax, true);
+  for (Method method : {Method::rtn, Method::awq, Method::gptq}) {
+    PipelineOptions opt;
+    opt.method = method;
+    opt.progress = false;
+    opt.gptq.act_order = true;
+    Model a = fp, b = fp;
+    set_num_threads(1);
+    quantize_model(a, calib, q, opt);
+    set_num_threads(2);
+    quantize_model(b, calib, q, opt);
+    INFO(to_string(method));
+    for (int i = 0; i < 5; ++i)
+      for (Role r : all_roles) REQUIRE(a.blocks[std::size_t(i)].linear(r).W == b.blocks[std::size_t(i)].linear(r).W);
+    REQUIRE(a.blocks[0].q.W != fp.blocks[0].q.W);
+  }
+}
