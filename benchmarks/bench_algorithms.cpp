@@ -83,6 +83,6 @@ void BM_awq_block_tinyllama(benchmark::State& st) {
 
 BENCHMARK(BM_eigen_gemm_4096x128x4096)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_gptq_4096_w4g128)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(2);
-BENCHMARK(BM_awq_block_tinyllama)->Args({16, 512})->UseRealTime()->Unit(benchmark::kSecond)->Iterations(1);
+BENCHMARK(BM_awq_block_tinyllama)->Args({16, 512})->Args({128, 512})->UseRealTime()->Unit(benchmark::kSecond)->Iterations(1);
 
 BENCHMARK_MAIN();

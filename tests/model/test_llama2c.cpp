@@ -319,3 +319,25 @@ TEST_CASE("tok105 .vocab encodes the eval text to exactly the reference ids (one
   const std::vector<int> ref = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.eval.tok105.i32"));
   REQUIRE(t.encode(text, true) == ref);
 }
+
+TEST_CASE("forward reports every block's input and output", "[data][model]") {
+  LOWBIT_REQUIRE_SHARED(kStories);
+  const Model& m = stories();
+  const std::vector<int> toks = {1, 403, 407, 261, 378, 432};
+  std::vector<MatrixRM> ins, outs;
+  int linear_calls = 0;
+  BlockHooks h;
+  h.linear_input = [&](Role, const MatrixRM&) { ++linear_calls; };
+  const MatrixRM logits = forward(m, toks, 6, &h, [&](int i, const MatrixRM& in, const MatrixRM& out) {
+    REQUIRE(i == int(ins.size()));
+    ins.push_back(in), outs.push_back(out);
+  });
+  REQUIRE(ins.size() == 5);
+  REQUIRE(linear_calls == 5 * 7);
+  REQUIRE(ins[0] == embed(m, toks));
+  for (int i = 1; i < 5; ++i) REQUIRE(ins[std::size_t(i)] == outs[std::size_t(i - 1)]);  // each block feeds the next
+  MatrixRM x = ins[2];
+  block_forward(m.cfg, m.blocks[2], x, 6);
+  REQUIRE(x == outs[2]);
+  REQUIRE(logits == logits_from_hidden(m, outs[4]));
+}

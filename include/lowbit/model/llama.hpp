@@ -270,10 +270,23 @@ inline MatrixRM logits_from_hidden(const Model& m, const MatrixRM& x) {
   return out;
 }
 
-// Logits of n sequences of length L given as n*L token ids.
-inline MatrixRM forward(const Model& m, const std::vector<int>& tokens, int L) {
+// Called with each block's index, input and output during forward() (block-wise calibration captures).
+using BlockIoHook = std::function<void(int block, const MatrixRM& in, const MatrixRM& out)>;
+
+// Logits of n sequences of length L given as n*L token ids; `hooks` reach every block's linears.
+inline MatrixRM forward(const Model& m, const std::vector<int>& tokens, int L, const BlockHooks* hooks = nullptr,
+                        const BlockIoHook& block_io = {}) {
   MatrixRM x = embed(m, tokens);
-  for (int i = 0; i < m.cfg.n_layers; ++i) with_block(m, i, [&](const Block& b) { block_forward(m.cfg, b, x, L); });
+  for (int i = 0; i < m.cfg.n_layers; ++i)
+    with_block(m, i, [&](const Block& b) {
+      if (block_io) {
+        const MatrixRM in = x;
+        block_forward(m.cfg, b, x, L, hooks);
+        block_io(i, in, x);
+      } else {
+        block_forward(m.cfg, b, x, L, hooks);
+      }
+    });
   return logits_from_hidden(m, x);
 }
 
