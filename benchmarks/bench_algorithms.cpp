@@ -73,7 +73,7 @@ void BM_awq_block_tinyllama(benchmark::State& st) {
   lowbit::Quantizer<lowbit::Bits<4>, lowbit::PerGroup<128>, lowbit::Asymmetric> q(128);
   for (auto _ : st) {
     lowbit::Block w = b;
-    auto r = lowbit::awq_block(c, w, X, L, q, lowbit::AwqOptions{}, true);
+    auto r = lowbit::awq_block(c, w, X, L, q, lowbit::AwqOptions{});
     benchmark::DoNotOptimize(r.scales.size());
   }
   st.counters["tokens"] = double(n) * L;

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <lowbit/lowbit.hpp>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,7 @@ struct Args {
                "lowbit: %s\n"
                "usage: lowbit eval --model PATH [--tokenizer PATH] --data FILE [--seq-len N] [--max-tokens M]\n"
                "                   [--threads T] [--json]\n"
-               "       lowbit quantize --model PATH --method rtn|awq|gptq --wbits B [--group G] [--sym] [--ragged]\n"
+               "       lowbit quantize --model PATH --method rtn|awq|gptq|awq+gptq --wbits B [--group G] [--sym] [--ragged]\n"
                "                   [--grid minmax|gptq|omniquant] [--act-order] [--static-groups] [--percdamp P]\n"
                "                   [--duo-scaling] [--no-clip] [--asym-clip] [--propagate fp|quant]\n"
                "                   [--calib FILE --nsamples N --seqlen L\n"
@@ -176,31 +177,25 @@ int cmd_quantize(const Args& a) {
     if (!a.has(k)) usage((std::string("quantize needs --") + k).c_str());
   if (a.has("threads")) lowbit::set_num_threads(int(a.num("threads", 0)));
   const auto t_start = std::chrono::steady_clock::now();
-  const std::string model_path = a.get("model");
-  const lowbit::Method method = lowbit::parse_method(a.get("method"));
+  const std::string model_path = a.get("model"), method = a.get("method");
+  const std::vector<const lowbit::MethodInfo*> steps = lowbit::parse_method_chain(method);
+  bool calibrated = false, transforms = false;
+  for (const lowbit::MethodInfo* s : steps) calibrated |= s->calibrated, transforms |= !s->quantizes;
   lowbit::QuantSpec spec;
   spec.wbits = int(a.num("wbits", 4));
   spec.abits = 16;
   spec.group_size = int(a.num("group", -1));
   spec.symmetric = a.has("sym");
   spec.allow_ragged = a.has("ragged");
-  spec.grid = a.has("grid") ? lowbit::parse_grid(a.get("grid")) : method == lowbit::Method::gptq ? lowbit::Grid::gptq : lowbit::Grid::minmax;
+  spec.grid = a.has("grid") ? lowbit::parse_grid(a.get("grid")) : lowbit::reference_grid(method);
   if (spec.wbits < 2 || spec.wbits > 8) lowbit::fail("--wbits ", spec.wbits, " is not supported (2..8)");
   lowbit::validate(spec);
+  if (a.has("save-trans") && !transforms) lowbit::fail("--save-trans needs a method with a transform (awq, awq+gptq)");
   LoadedModel lm = load_any(model_path);
-  lowbit::Model& m = lm.model;
-  m.make_resident();
-  // check the spec against every linear before any work (group size vs row length)
-  lowbit::visit(spec, [&](auto q) {
-    for (int i = 0; i < m.cfg.n_layers; ++i)
-      for (lowbit::Role r : lowbit::all_roles) {
-        const auto& W = m.blocks[std::size_t(i)].linear(r).W;
-        lowbit::group_layout(q, W.rows(), W.cols(), "block " + std::to_string(i) + " " + lowbit::to_string(r));
-      }
-  });
+  const lowbit::Model& m = lm.model;
   lowbit::Windows calib;
-  if (method != lowbit::Method::rtn) {
-    if (!a.has("calib")) usage("--method awq/gptq needs --calib FILE");
+  if (calibrated) {
+    if (!a.has("calib")) usage(("--method " + method + " needs --calib FILE").c_str());
     const std::vector<int> ids = load_ids(a, lm, model_path, a.get("calib"));
     const int n = int(a.num("nsamples", 128)), L = int(a.num("seqlen", 256));
     const std::string sampling = a.get("calib-sampling", "random");
@@ -208,6 +203,8 @@ int cmd_quantize(const Args& a) {
     else if (sampling == "sequential") calib = lowbit::sequential_windows(ids, n, L);
     else usage("--calib-sampling must be random or sequential");
   }
+  // every linear's shape against the spec, and the calibration windows, before any work
+  lowbit::visit(spec, [&](auto q) { lowbit::check_quantizable(m.cfg, q, calib, calibrated); });
   std::vector<int> eval_ids;
   const long eval_L = a.num("eval-seq-len", std::min(512, m.cfg.max_seq_len)), eval_max = a.num("eval-max-tokens", -1);
   lowbit::PerplexityResult fp, qr;
@@ -216,53 +213,64 @@ int cmd_quantize(const Args& a) {
     fp = lowbit::perplexity(m, eval_ids, int(eval_L), eval_max);
     if (!a.has("json")) std::printf("fp32:      ppl %.4f  (nll %.4f over %lld tokens)\n", fp.ppl, fp.nll, (long long)fp.predictions);
   }
+  lowbit::MethodOptions mo;
+  mo.gptq.act_order = a.has("act-order");
+  mo.gptq.static_groups = a.has("static-groups");
+  if (a.has("percdamp")) mo.gptq.percdamp = std::stod(a.get("percdamp"));
+  mo.awq.duo_scaling = a.has("duo-scaling");
+  mo.awq.clip = !a.has("no-clip");
+  mo.awq.symmetric_clip = !a.has("asym-clip");
   lowbit::PipelineOptions opt;
-  opt.method = method;
-  opt.progress = !a.has("quiet") && !a.has("json");
-  opt.gptq.act_order = a.has("act-order");
-  opt.gptq.static_groups = a.has("static-groups");
-  if (a.has("percdamp")) opt.gptq.percdamp = std::stod(a.get("percdamp"));
-  opt.awq.duo_scaling = a.has("duo-scaling");
-  opt.awq_clip = !a.has("no-clip");
-  opt.awq.symmetric_clip = !a.has("asym-clip");
-  opt.keep_transformed = a.has("save-trans");
+  if (!a.has("quiet") && !a.has("json")) opt.progress = lowbit::stderr_progress();
   if (a.has("propagate")) {
     const std::string pr = a.get("propagate");
-    if (pr == "fp") opt.propagate = lowbit::Propagate::full_precision;
-    else if (pr == "quant") opt.propagate = lowbit::Propagate::quantized;
+    if (pr == "fp") opt.propagate = lowbit::Chain::full_precision;
+    else if (pr == "quant") opt.propagate = lowbit::Chain::quantized;
     else usage("--propagate must be fp or quant");
   }
   std::vector<lowbit::AwqBlockResult> loaded;
   if (a.has("load-scale") || a.has("load-clip")) {
     loaded = lowbit::load_awq(a.get("load-scale"), a.get("load-clip"), m.cfg.n_layers);
-    opt.awq_load = &loaded;
-    opt.load_scales = a.has("load-scale");
-    opt.load_clips = a.has("load-clip");
+    mo.awq_loaded = {&loaded, a.has("load-scale"), a.has("load-clip")};
   }
-  const lowbit::Model original = a.has("save-trans") ? m : lowbit::Model{};
-  lowbit::PipelineReport rep;
-  lowbit::visit(spec, [&](auto q) { rep = lowbit::quantize_model(m, calib, q, opt); });
-  if (a.has("save-scale")) lowbit::save_awq_scales(a.get("save-scale"), rep.awq);
-  if (a.has("save-clip")) lowbit::save_awq_clips(a.get("save-clip"), rep.awq);
+  // Sinks: the fake-quantized model in memory only when it is evaluated; files stream block by block.  The
+  // output folders are created (and their files opened) now, before any work.
+  lowbit::ModelSink keep(m, {a.has("eval"), false, false});
+  lowbit::SinkFan sinks;
+  sinks.add(&keep);
+  const std::string desc = lowbit::to_string(spec) + " " + method;
+  std::unique_ptr<lowbit::HfSink> fake_out, trans_out;
+  if (a.has("save-fake")) {
+    fake_out = std::make_unique<lowbit::HfSink>(m, a.get("save-fake"), lowbit::Weights::fake_quantized, lowbit::DType::f32,
+                                                std::map<std::string, std::string>{{"lowbit", "fake-quantized " + desc}});
+    sinks.add(fake_out.get());
+  }
   if (a.has("save-trans")) {
-    if (rep.transformed.empty()) lowbit::fail("--save-trans needs --method awq");
-    lowbit::Model t = original;
-    t.blocks = rep.transformed;
-    lowbit::save_hf(t, a.get("save-trans"), lowbit::DType::f32, {{"lowbit", "awq-transformed " + lowbit::to_string(spec)}});
+    trans_out = std::make_unique<lowbit::HfSink>(m, a.get("save-trans"), lowbit::Weights::transformed, lowbit::DType::f32,
+                                                 std::map<std::string, std::string>{{"lowbit", "transformed " + desc}});
+    sinks.add(trans_out.get());
   }
-  if (a.has("save-fake")) lowbit::save_hf(m, a.get("save-fake"), lowbit::DType::f32, {{"lowbit", "fake-quantized " + lowbit::to_string(spec)}});
-  if (a.has("eval")) qr = lowbit::perplexity(m, eval_ids, int(eval_L), eval_max);
+  lowbit::PipelineReport rep;
+  lowbit::visit(spec, [&](auto q) {
+    auto chain = lowbit::make_method_chain(method, q, mo);
+    rep = lowbit::quantize_model(m, calib, chain, sinks, opt);
+  });
+  if (fake_out) fake_out->commit();
+  if (trans_out) trans_out->commit();
+  if (a.has("save-scale")) lowbit::save_awq_scales(a.get("save-scale"), keep.awq);
+  if (a.has("save-clip")) lowbit::save_awq_clips(a.get("save-clip"), keep.awq);
+  if (a.has("eval")) qr = lowbit::perplexity(keep.fake, eval_ids, int(eval_L), eval_max);
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   if (a.has("json")) {
     std::printf("{\"method\": \"%s\", \"spec\": \"%s\", \"wbits\": %d, \"group\": %d, \"sym\": %s, \"grid\": \"%s\", "
                 "\"act_order\": %s, \"ppl_fp\": %.6f, \"ppl_quant\": %.6f, \"eval_tokens\": %lld, "
                 "\"quant_seconds\": %.3f, \"seconds\": %.3f, \"damp_retries\": %d}\n",
-                lowbit::to_string(method), lowbit::to_string(spec).c_str(), spec.wbits, spec.group_size,
-                spec.symmetric ? "true" : "false", lowbit::to_string(spec.grid), opt.gptq.act_order ? "true" : "false",
+                method.c_str(), lowbit::to_string(spec).c_str(), spec.wbits, spec.group_size,
+                spec.symmetric ? "true" : "false", lowbit::to_string(spec.grid), mo.gptq.act_order ? "true" : "false",
                 a.has("eval") ? fp.ppl : 0.0, a.has("eval") ? qr.ppl : 0.0, (long long)qr.predictions, rep.seconds, total,
                 rep.damp_retries);
   } else {
-    std::printf("%s %s: quantized in %.2f s%s\n", lowbit::to_string(method), lowbit::to_string(spec).c_str(), rep.seconds,
+    std::printf("%s %s: quantized in %.2f s%s\n", method.c_str(), lowbit::to_string(spec).c_str(), rep.seconds,
                 rep.damp_retries ? " (GPTQ damping was raised for some layers)" : "");
     if (a.has("eval")) std::printf("quantized: ppl %.4f  (nll %.4f)\n", qr.ppl, qr.nll);
   }

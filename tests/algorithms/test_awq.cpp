@@ -27,7 +27,7 @@ TEST_CASE("AWQ on stories260K block 0 reproduces llm-awq (scales, losses, clips,
   Block b = m.blocks[0];
   for (auto& [r, name] : kName) REQUIRE(b.linear(r).W == f.matrix("w_orig." + name + ".weight"));
   const W4g32 q(32, Grid::minmax, true);
-  const AwqBlockResult res = awq_block(m.cfg, b, X, 256, q, AwqOptions{}, true);
+  const AwqBlockResult res = awq_block(m.cfg, b, X, 256, q, AwqOptions{});
   REQUIRE(res.scales.size() == 3);  // v -> o skipped under GQA
   for (auto& [mine, ref] : kPrev) {
     INFO(ref);
@@ -80,7 +80,9 @@ TEST_CASE("AWQ's folded scales leave the block's function unchanged before quant
   toks.assign(ids.begin(), ids.begin() + 8 * 128);
   const MatrixRM X = embed(m, toks);
   Block b = m.blocks[1];
-  awq_block(m.cfg, b, X, 128, W4g32(32, Grid::minmax, true), AwqOptions{}, /*clip=*/false);
+  AwqOptions no_clip;
+  no_clip.clip = false;
+  awq_block(m.cfg, b, X, 128, W4g32(32, Grid::minmax, true), no_clip);
   MatrixRM y0 = X, y1 = X;
   block_forward(m.cfg, m.blocks[1], y0, 128);
   block_forward(m.cfg, b, y1, 128);
@@ -118,19 +120,16 @@ TEST_CASE("AWQ's chosen ratio equals a brute-force search written here", "[awq]"
 
 TEST_CASE("AWQ pipeline: the saved transformed model reloads with the same perplexity, close to FP", "[data][awq][pipeline]") {
   LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
-  Model m = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
-  const Model fp = m;
+  const Model fp = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
   const std::vector<int> calib_ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32"));
   const std::vector<int> eval_ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.eval.tokens.i32"));
-  PipelineOptions opt;
-  opt.method = Method::awq;
-  opt.progress = false;
-  opt.keep_transformed = true;
   const W4g32 q(32, Grid::minmax, true);
-  const PipelineReport rep = quantize_model(m, sequential_windows(calib_ids, 16, 128), q, opt);
-  REQUIRE(rep.transformed.size() == 5);
-  Model t = fp;
-  t.blocks = rep.transformed;
+  auto chain = make_method_chain("awq", q);
+  ModelSink sink(fp, {true, true, false});
+  quantize_model(fp, sequential_windows(calib_ids, 16, 128), chain, sink);
+  const Model& m = sink.fake;
+  const Model& t = sink.transformed;
+  REQUIRE(t.blocks.size() == 5);
   const std::string dir = std::string(LOWBIT_BUILD_DIR) + "/awq_trans";
   save_hf(t, dir);
   const Model back = load_hf(dir);
@@ -141,19 +140,20 @@ TEST_CASE("AWQ pipeline: the saved transformed model reloads with the same perpl
   REQUIRE(p_t == Approx(p_fp).epsilon(0.02));     // scales are exact, clipping costs a little
   REQUIRE(p_q > p_fp);
   // scales and clips survive a save/load round trip
-  save_awq_scales(dir + "/scales.safetensors", rep.awq);
-  save_awq_clips(dir + "/clips.safetensors", rep.awq);
+  save_awq_scales(dir + "/scales.safetensors", sink.awq);
+  save_awq_clips(dir + "/clips.safetensors", sink.awq);
   const std::vector<AwqBlockResult> l = load_awq(dir + "/scales.safetensors", dir + "/clips.safetensors", 5);
   for (int i = 0; i < 5; ++i) {
-    REQUIRE(l[std::size_t(i)].scales.at("ffn_norm") == rep.awq[std::size_t(i)].scales.at("ffn_norm"));
-    REQUIRE(l[std::size_t(i)].clip_max.at(Role::down) == rep.awq[std::size_t(i)].clip_max.at(Role::down));
+    REQUIRE(l[std::size_t(i)].scales.at("ffn_norm") == sink.awq[std::size_t(i)].scales.at("ffn_norm"));
+    REQUIRE(l[std::size_t(i)].clip_max.at(Role::down) == sink.awq[std::size_t(i)].clip_max.at(Role::down));
   }
   // quantizing with the loaded scales and clips reproduces the searched model exactly
-  Model again = fp;
-  opt.awq_load = &l;
-  opt.load_scales = opt.load_clips = true;
-  quantize_model(again, sequential_windows(calib_ids, 16, 128), q, opt);
-  for (int i = 0; i < 5; ++i) REQUIRE(again.blocks[std::size_t(i)].down.W == m.blocks[std::size_t(i)].down.W);
+  MethodOptions mo;
+  mo.awq_loaded = {&l, true, true};
+  auto again_chain = make_method_chain("awq", q, mo);
+  ModelSink again(fp);
+  quantize_model(fp, sequential_windows(calib_ids, 16, 128), again_chain, again);
+  for (int i = 0; i < 5; ++i) REQUIRE(again.fake.blocks[std::size_t(i)].down.W == m.blocks[std::size_t(i)].down.W);
 }
 
 TEST_CASE("the pipeline gives bitwise-identical models for 1 and 2 threads (RTN, AWQ, GPTQ)", "[data][pipeline][threads]") {
@@ -162,19 +162,18 @@ TEST_CASE("the pipeline gives bitwise-identical models for 1 and 2 threads (RTN,
   const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32"));
   const Windows calib = random_windows(ids, 8, 64, 7);
   const W4g32 q(32, Grid::minmax, true);
-  for (Method method : {Method::rtn, Method::awq, Method::gptq}) {
-    PipelineOptions opt;
-    opt.method = method;
-    opt.progress = false;
-    opt.gptq.act_order = true;
-    Model a = fp, b = fp;
+  for (const char* method : {"rtn", "awq", "gptq", "awq+gptq"}) {
+    MethodOptions mo;
+    mo.gptq.act_order = true;
+    auto chain = make_method_chain(method, q, mo);
+    ModelSink a(fp), b(fp);
     set_num_threads(1);
-    quantize_model(a, calib, q, opt);
+    quantize_model(fp, calib, chain, a);
     set_num_threads(2);
-    quantize_model(b, calib, q, opt);
-    INFO(to_string(method));
+    quantize_model(fp, calib, chain, b);
+    INFO(method);
     for (int i = 0; i < 5; ++i)
-      for (Role r : all_roles) REQUIRE(a.blocks[std::size_t(i)].linear(r).W == b.blocks[std::size_t(i)].linear(r).W);
-    REQUIRE(a.blocks[0].q.W != fp.blocks[0].q.W);
+      for (Role r : all_roles) REQUIRE(a.fake.blocks[std::size_t(i)].linear(r).W == b.fake.blocks[std::size_t(i)].linear(r).W);
+    REQUIRE(a.fake.blocks[0].q.W != fp.blocks[0].q.W);
   }
 }

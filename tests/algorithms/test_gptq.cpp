@@ -44,7 +44,7 @@ MatrixRM naive_gptq(const MatrixRM& W, Eigen::MatrixXd H, int bits, int gs, doub
     if (c % gs == 0)
       for (Eigen::Index r = 0; r < rows; ++r) {
         const auto seg = w.row(r).segment(c, std::min<Eigen::Index>(gs, cols - c));
-        p[std::size_t(r)] = group_params(Grid::gptq, bits, false, seg.minCoeff() + 0.0f, seg.maxCoeff() + 0.0f);
+        p[std::size_t(r)] = group_params(Grid::gptq, bits, false, seg.minCoeff() + 0.0f, seg.maxCoeff() + 0.0f, 0.0f);
       }
     for (Eigen::Index r = 0; r < rows; ++r) {
       const GroupParams& g = p[std::size_t(r)];

@@ -1,5 +1,5 @@
 #include <catch2/catch.hpp>
-#include <lowbit/model/calibration.hpp>
+#include <lowbit/data/calibration.hpp>
 #include <numeric>
 
 using namespace lowbit;

@@ -218,7 +218,7 @@ TEST_CASE("clip ratios scale the range before the parameters (OmniQuant LWC)", "
   for (int r = 0; r < 4; ++r)
     for (int g = 0; g < 2; ++g) {
       const float mx = x.row(r).segment(32 * g, 32).maxCoeff() * 0.5f, mn = x.row(r).segment(32 * g, 32).minCoeff() * 0.75f;
-      const GroupParams e = group_params(Grid::omniquant, 4, false, mn, mx);
+      const GroupParams e = group_params(Grid::omniquant, 4, false, mn, mx, 0.0f);
       REQUIRE(P.scale(r, g) == e.scale);
       REQUIRE(P.zero(r, g) == e.zero);
     }

@@ -19,10 +19,13 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "../core/error.hpp"
 #include "../core/parallel.hpp"
+#include "../model/block.hpp"
 #include "../quant/quantizer.hpp"
 
 namespace lowbit {
@@ -34,12 +37,22 @@ struct AwqOptions {
   double max_shrink = 0.5;
   int clip_tokens = 512;      // tokens sampled (strided) for the clip search
   bool symmetric_clip = true; // the reference clips symmetrically even for asymmetric quantization
+  bool clip = true;           // run the clip search (block level)
 };
 
 struct AwqScaleResult {
   Eigen::VectorXf scales;
   int best_index = -1;
   std::vector<double> losses;  // one per ratio
+};
+
+// What AWQ found for one block: the scales of each input group (by the group's key, model/block.hpp) and the
+// clip of each linear.
+struct AwqBlockResult {
+  std::map<std::string, Eigen::VectorXf> scales;       // "attn_norm", "v_proj", "ffn_norm", "up_proj"
+  std::map<std::string, Eigen::VectorXf> x_mean;       // the activation statistics the scales came from
+  std::map<std::string, AwqScaleResult> searches;
+  std::map<Role, MatrixRM> clip_max, clip_min;         // [rows, ngroups]
 };
 
 // mean over tokens of |x| per input channel (summed in double).
@@ -143,15 +156,9 @@ MatrixRM awq_search_clip(const Q& q, const MatrixRM& W, const MatrixRM& X, const
           hi = Wg.row(r).maxCoeff() * factor, lo = Wg.row(r).minCoeff() * factor;
         }
         mxv[r] = hi, mnv[r] = lo;
-        float gmn = std::numeric_limits<float>::infinity(), gmx = -gmn;
-        for (Eigen::Index k = 0; k < n; ++k) {
-          const float v = std::min(std::max(Wg(r, k), lo), hi);
-          Qc(r, k) = v;
-          gmn = std::min(gmn, v), gmx = std::max(gmx, v);
-        }
-        const GroupParams p = group_params(q.grid, Q::bits, Q::symmetric, gmn + 0.0f, gmx + 0.0f);
-        for (Eigen::Index k = 0; k < n; ++k)
-          Qc(r, k) = dequantize_value(q.grid, Q::symmetric, quantize_value(q.grid, Q::bits, Q::symmetric, Qc(r, k), p), p);
+        for (Eigen::Index k = 0; k < n; ++k) Qc(r, k) = std::min(std::max(Wg(r, k), lo), hi);
+        const GroupParams p = q.fit(&Qc(r, 0), n);
+        for (Eigen::Index k = 0; k < n; ++k) Qc(r, k) = q.fake_quant_value(Qc(r, k), p);
       }
       const MatrixRM cur = Xg * Qc.transpose();
       for (Eigen::Index r = 0; r < nr; ++r) {

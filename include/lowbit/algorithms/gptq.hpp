@@ -70,6 +70,7 @@ struct GptqOptions {
 
 struct GptqResult {
   MatrixRM Q;                 // [out, in] dequantized weights, original column order
+  CodesRM codes;              // [out, in] integer codes, original column order
   QuantParams params;         // scale/zero [out, ngroups]; group k as g_idx refers to it
   std::vector<int> g_idx;     // [in] group of each original column
   std::vector<int> perm;      // [in] processing order (act_order), identity otherwise
@@ -214,30 +215,27 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
   }
   const Eigen::MatrixXd& H0 = H_edit.size() ? H_edit : H_in;
 
-  // static groups: fitted on the original (unpermuted, dead columns zeroed) weight before anything else
   const float qmaxf = float(Q::qmax);
-  auto fit = [&](const MatrixRM& src, Eigen::Index c0, Eigen::Index n, Eigen::VectorXf& s, Eigen::VectorXf& z) {
-    Eigen::VectorXf mn = src.row(c0).transpose(), mx = mn;
+  // Fits min-max parameters (q.fit_range) on rows [r0, r0+nr) of W's columns [c0, c0+n) -- src holds columns
+  // as rows -- into the parameter rows [out0, out0+nr) of group g.
+  auto fit_rows = [&](const auto& src, Eigen::Index c0, Eigen::Index n, Eigen::Index r0, Eigen::Index nr, Eigen::Index g,
+                      Eigen::Index out0) {
+    Eigen::VectorXf mn = src.row(c0).segment(r0, nr).transpose(), mx = mn;
     for (Eigen::Index c = c0 + 1; c < c0 + n; ++c) {
-      mn = mn.cwiseMin(src.row(c).transpose());
-      mx = mx.cwiseMax(src.row(c).transpose());
+      mn = mn.cwiseMin(src.row(c).segment(r0, nr).transpose());
+      mx = mx.cwiseMax(src.row(c).segment(r0, nr).transpose());
     }
-    s.resize(rows), z.resize(rows);
-    for (Eigen::Index i = 0; i < rows; ++i) {
-      const GroupParams p = group_params(q.grid, Q::bits, Q::symmetric, mn[i] + 0.0f, mx[i] + 0.0f);
-      s[i] = p.scale, z[i] = p.zero;
+    for (Eigen::Index i = 0; i < nr; ++i) {
+      const GroupParams p = q.fit_range(mn[i], mx[i], 0.0f);  // the ggml grid is rejected above
+      r.params.scale(out0 + i, g) = p.scale, r.params.zero(out0 + i, g) = p.zero;
     }
   };
   const Eigen::Index ngroups = grouped ? L.ngroups : 1;
   r.params.group = L.group;
   r.params.scale.resize(rows, ngroups);
   r.params.zero.resize(rows, ngroups);
-  if (grouped && o.static_groups)
-    for (Eigen::Index g = 0; g < ngroups; ++g) {
-      Eigen::VectorXf s, z;
-      fit(Wt, g * gs, std::min(gs, cols - g * gs), s, z);
-      r.params.scale.col(g) = s, r.params.zero.col(g) = z;
-    }
+  if (grouped && o.static_groups)  // static groups: fitted on the original (unpermuted, dead columns zeroed) weight
+    for (Eigen::Index g = 0; g < ngroups; ++g) fit_rows(Wt, g * gs, std::min(gs, cols - g * gs), 0, rows, g, 0);
 
   r.perm.resize(std::size_t(cols));
   std::iota(r.perm.begin(), r.perm.end(), 0);
@@ -261,32 +259,20 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
   // zeroed), as the reference does.
   Eigen::VectorXf scale, zero;
   if (!grouped) {
-    fit(MatrixRM(W_in.transpose()), 0, cols, scale, zero);
-    r.params.scale.col(0) = scale, r.params.zero.col(0) = zero;
+    fit_rows(MatrixRM(W_in.transpose()), 0, cols, 0, rows, 0, 0);
+    scale = r.params.scale.col(0), zero = r.params.zero.col(0);
   }
   r.g_idx.assign(std::size_t(cols), 0);
   if (grouped)  // the group of every processing position does not depend on the data
     for (Eigen::Index col = 0; col < cols; ++col)
       r.g_idx[std::size_t(r.perm[std::size_t(col)])] = int(o.static_groups ? r.perm[std::size_t(col)] / gs : col / gs);
-  // Fits min-max parameters on rows [r0, r0+nr) of W's columns [c0, c0+n) (src holds columns as rows).
-  auto fit_rows = [&](const auto& src, Eigen::Index c0, Eigen::Index n, Eigen::Index r0, Eigen::Index nr, Eigen::Index g,
-                      Eigen::Index out0) {
-    Eigen::VectorXf mn = src.row(c0).segment(r0, nr).transpose(), mx = mn;
-    for (Eigen::Index c = c0 + 1; c < c0 + n; ++c) {
-      mn = mn.cwiseMin(src.row(c).segment(r0, nr).transpose());
-      mx = mx.cwiseMax(src.row(c).segment(r0, nr).transpose());
-    }
-    for (Eigen::Index i = 0; i < nr; ++i) {
-      const GroupParams p = group_params(q.grid, Q::bits, Q::symmetric, mn[i] + 0.0f, mx[i] + 0.0f);
-      r.params.scale(out0 + i, g) = p.scale, r.params.zero(out0 + i, g) = p.zero;
-    }
-  };
   // Output rows are independent in GPTQ (each row's updates only read its own errors), so each block runs in
   // parallel over fixed chunks of rows: bit-identical for any thread count.
   constexpr Eigen::Index kChunk = 128;
   const Eigen::Index nchunks = (rows + kChunk - 1) / kChunk;
   std::vector<double> chunk_loss(std::size_t(nchunks), 0.0);
   MatrixRM Qt(cols, rows);
+  CodesRM Ct(cols, rows);
   for (Eigen::Index i1 = 0; i1 < cols; i1 += o.block_size) {
     const Eigen::Index i2 = std::min<Eigen::Index>(i1 + o.block_size, cols), count = i2 - i1;
     MatrixRM W1 = Wt.middleRows(i1, count);  // in-block working copy
@@ -321,11 +307,13 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
         const float d = U(col, col);
         float* w = W1.row(i).data() + r0;
         float* qd = Qt.row(col).data() + r0;
+        std::uint8_t* cd = Ct.row(col).data() + r0;
         float* e = Err1.row(i).data() + r0;
         float loss = 0.0f;
         for (Eigen::Index k = 0; k < nr; ++k) {
           const float code = std::min(std::max(std::nearbyint(w[k] / sc[k]) + zc[k], 0.0f), qmaxf);
           qd[k] = sc[k] * (code - zc[k]);
+          cd[k] = static_cast<std::uint8_t>(code);
           const float diff = w[k] - qd[k];
           loss += diff * diff / (d * d);
           e[k] = diff / d;
@@ -348,11 +336,20 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
   r.error = err_total;
   if (o.act_order) {
     MatrixRM Qn(cols, rows);  // un-permute rows of Q^T, then transpose once
-    for (Eigen::Index c = 0; c < cols; ++c) Qn.row(r.perm[std::size_t(c)]) = Qt.row(c);
+    CodesRM Cn(cols, rows);
+    for (Eigen::Index c = 0; c < cols; ++c) {
+      Qn.row(r.perm[std::size_t(c)]) = Qt.row(c);
+      Cn.row(r.perm[std::size_t(c)]) = Ct.row(c);
+    }
     Qt.swap(Qn);
+    Ct.swap(Cn);
   }
   r.Q.resize(rows, cols);
-  detail::for_each_tiled(rows, cols, [&](Eigen::Index rr, Eigen::Index c) { r.Q(rr, c) = Qt(c, rr); });
+  r.codes.resize(rows, cols);
+  detail::for_each_tiled(rows, cols, [&](Eigen::Index rr, Eigen::Index c) {
+    r.Q(rr, c) = Qt(c, rr);
+    r.codes(rr, c) = Ct(c, rr);
+  });
   return r;
 }
 

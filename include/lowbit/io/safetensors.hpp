@@ -191,45 +191,95 @@ inline std::string json_escape(const std::string& s) {
 }
 }  // namespace detail
 
+// A safetensors file written as a stream: the header (every tensor's name, dtype and shape, in file order) first,
+// then each tensor's bytes in that order, so a model is written one block at a time.  Atomic: nothing is at
+// `path` until commit().
+class SafetensorsWriter {
+ public:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<std::int64_t> shape;
+  };
+  SafetensorsWriter(const std::string& path, std::vector<Entry> entries, const std::map<std::string, std::string>& metadata = {})
+      : f_(path), entries_(std::move(entries)) {
+    std::string h = "{";
+    bool first = true;
+    if (!metadata.empty()) {
+      h += "\"__metadata__\":{";
+      for (auto it = metadata.begin(); it != metadata.end(); ++it)
+        h += (it == metadata.begin() ? "\"" : ",\"") + detail::json_escape(it->first) + "\":\"" +
+             detail::json_escape(it->second) + "\"";
+      h += "}";
+      first = false;
+    }
+    std::uint64_t offset = 0;
+    for (const Entry& e : entries_) {
+      offset = (offset + 7) / 8 * 8;
+      std::uint64_t n = dtype_size(e.dtype);
+      for (auto d : e.shape) n *= std::uint64_t(d);
+      starts_.push_back(offset);
+      sizes_.push_back(n);
+      h += first ? "\"" : ",\"";
+      first = false;
+      h += detail::json_escape(e.name) + "\":{\"dtype\":\"" + to_string(e.dtype) + "\",\"shape\":[";
+      for (std::size_t i = 0; i < e.shape.size(); ++i) h += (i ? "," : "") + std::to_string(e.shape[i]);
+      h += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + n) + "]}";
+      offset += n;
+    }
+    h += "}";
+    while ((8 + h.size()) % 8 != 0) h += ' ';
+    const std::uint64_t n = h.size();
+    f_.write(&n, 8);
+    f_.write(h.data(), h.size());
+  }
+  // The next tensor's bytes; its name must be the next entry's.
+  void write(const std::string& name, const void* bytes, std::size_t n) {
+    if (next_ >= entries_.size() || entries_[next_].name != name)
+      fail(f_.path(), ": tensor '", name, "' written out of order (expected '",
+           next_ < entries_.size() ? entries_[next_].name : std::string("none"), "')");
+    if (n != sizes_[next_]) fail(f_.path(), ": tensor '", name, "' has ", n, " bytes, the header says ", sizes_[next_]);
+    static const std::uint8_t zeros[8] = {};
+    f_.write(zeros, static_cast<std::size_t>(starts_[next_] - pos_));
+    f_.write(bytes, n);
+    pos_ = starts_[next_] + n;
+    ++next_;
+  }
+  // Writes float data converted to the entry's dtype (F32 or F16).
+  void write_floats(const std::string& name, const float* data, std::size_t count) {
+    if (next_ < entries_.size() && entries_[next_].dtype == DType::f16) {
+      buf_.resize(count * 2);
+      for (std::size_t i = 0; i < count; ++i) {
+        const std::uint16_t h = float_to_half_bits(data[i]);
+        std::memcpy(buf_.data() + 2 * i, &h, 2);
+      }
+      write(name, buf_.data(), buf_.size());
+    } else {
+      write(name, data, count * 4);
+    }
+  }
+  void commit() {
+    if (next_ != entries_.size()) fail(f_.path(), ": ", entries_.size() - next_, " tensors were never written");
+    f_.commit();
+  }
+
+ private:
+  AtomicFile f_;
+  std::vector<Entry> entries_;
+  std::vector<std::uint64_t> starts_, sizes_;
+  std::uint64_t pos_ = 0;
+  std::size_t next_ = 0;
+  std::vector<std::uint8_t> buf_;
+};
+
 // Writes the tensors (in the given order) atomically.
 inline void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata = {}) {
-  std::string h = "{";
-  std::uint64_t offset = 0;
-  bool first = true;
-  if (!metadata.empty()) {
-    h += "\"__metadata__\":{";
-    for (auto it = metadata.begin(); it != metadata.end(); ++it)
-      h += (it == metadata.begin() ? "\"" : ",\"") + detail::json_escape(it->first) + "\":\"" +
-           detail::json_escape(it->second) + "\"";
-    h += "}";
-    first = false;
-  }
-  std::vector<std::uint64_t> starts;
-  for (const auto& t : tensors) {
-    offset = (offset + 7) / 8 * 8;
-    starts.push_back(offset);
-    h += first ? "\"" : ",\"";
-    first = false;
-    h += detail::json_escape(t.name) + "\":{\"dtype\":\"" + to_string(t.dtype) + "\",\"shape\":[";
-    for (std::size_t i = 0; i < t.shape.size(); ++i) h += (i ? "," : "") + std::to_string(t.shape[i]);
-    h += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + t.bytes.size()) + "]}";
-    offset += t.bytes.size();
-  }
-  h += "}";
-  while ((8 + h.size()) % 8 != 0) h += ' ';
-  AtomicFile f(path);
-  const std::uint64_t n = h.size();
-  f.write(&n, 8);
-  f.write(h.data(), h.size());
-  std::uint64_t pos = 0;
-  static const std::uint8_t zeros[8] = {};
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    f.write(zeros, static_cast<std::size_t>(starts[i] - pos));
-    f.write(tensors[i].bytes.data(), tensors[i].bytes.size());
-    pos = starts[i] + tensors[i].bytes.size();
-  }
-  f.commit();
+  std::vector<SafetensorsWriter::Entry> entries;
+  for (const auto& t : tensors) entries.push_back({t.name, t.dtype, t.shape});
+  SafetensorsWriter w(path, std::move(entries), metadata);
+  for (const auto& t : tensors) w.write(t.name, t.bytes.data(), t.bytes.size());
+  w.commit();
 }
 
 }  // namespace lowbit

@@ -69,9 +69,9 @@ struct GroupParams {
 constexpr int qmax_of(int bits) { return (1 << bits) - 1; }
 
 // Parameters of one group from its range [xmin, xmax].  `signed_max` (the value of largest magnitude,
-// first one on a tie) is read only by Grid::ggml symmetric.
-inline GroupParams group_params(Grid grid, int bits, bool symmetric, float xmin, float xmax,
-                                float signed_max = 0.0f) {
+// first one on a tie) is read only by Grid::ggml symmetric -- and must be given: with 0 its scale would be -0
+// and every value would quantize to zero.  Algorithms call Quantizer::fit / fit_range, which supply it.
+inline GroupParams group_params(Grid grid, int bits, bool symmetric, float xmin, float xmax, float signed_max) {
   const float qmax = static_cast<float>(qmax_of(bits));
   const float half = static_cast<float>(1 << (bits - 1));  // 2^(b-1)
   switch (grid) {

@@ -28,17 +28,13 @@
 #include <type_traits>
 
 #include "../core/error.hpp"
+#include "../core/matrix.hpp"
 #include "../core/parallel.hpp"
 #include "../simd/quantize_row.hpp"
 #include "grid.hpp"
 #include "policy.hpp"
 
 namespace lowbit {
-
-using MatrixRM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using CodesRM = Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstMatrixRef = Eigen::Ref<const MatrixRM>;
-using MatrixRef = Eigen::Ref<MatrixRM>;
 
 template <class B, class Gran, class Sym>
 struct Quantizer {
@@ -57,6 +53,25 @@ struct Quantizer {
   int group_size = static_group > 0 ? static_group : 0;  // elements per group (PerGroup only)
   Grid grid = Grid::minmax;
   bool allow_ragged = false;  // allow a shorter last group when group_size does not divide the row
+
+  // The per-group work every algorithm shares (grid.hpp has the formulas).
+  // Parameters of a group from its range; signed_max (the value of largest magnitude) matters to Grid::ggml
+  // symmetric only.  -0 is normalised to +0 so every caller fits the same parameters.
+  GroupParams fit_range(float xmin, float xmax, float signed_max) const {
+    return group_params(grid, bits, symmetric, xmin + 0.0f, xmax + 0.0f, signed_max + 0.0f);
+  }
+  // Parameters of the n values at x (their min, max and signed max).
+  GroupParams fit(const float* x, std::int64_t n) const {
+    float mn = x[0], mx = x[0], amax = std::fabs(x[0]), smax = x[0];
+    for (std::int64_t i = 1; i < n; ++i) {
+      mn = std::min(mn, x[i]), mx = std::max(mx, x[i]);
+      if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), smax = x[i];
+    }
+    return fit_range(mn, mx, smax);
+  }
+  float quantize_value(float x, GroupParams p) const { return lowbit::quantize_value(grid, bits, symmetric, x, p); }
+  float dequantize_value(float code, GroupParams p) const { return lowbit::dequantize_value(grid, symmetric, code, p); }
+  float fake_quant_value(float x, GroupParams p) const { return dequantize_value(quantize_value(x, p), p); }
 
   Quantizer() = default;
   explicit Quantizer(Grid g) : grid(g) {}
@@ -144,7 +159,7 @@ inline float signed_absmax(const float* x, std::int64_t n) {
 template <class Q>
 GroupParams checked_params(const Q& q, float mn, float mx, float smax, std::int64_t r, std::int64_t g,
                            std::string_view name) {
-  const GroupParams p = group_params(q.grid, Q::bits, Q::symmetric, mn, mx, smax);
+  const GroupParams p = q.fit_range(mn, mx, smax);
   if (!std::isfinite(p.scale) || !std::isfinite(p.zero) || (p.scale == 0.0f && q.grid != Grid::ggml))
     fail(name, ": row ", r, " group ", g, ": range [", mn, ", ", mx, "] gives scale ", p.scale, " and zero ",
          p.zero, " on the ", to_string(q.grid), " grid (not representable in float32)");
@@ -174,8 +189,7 @@ void check_clip(const ClipRatios& clip, const GroupLayout& L, std::string_view n
 template <class Q>
 void fake_quant_group(const Q& q, const float* x, float* y, std::int64_t n, GroupParams p) {
   if (q.grid == Grid::ggml) {
-    for (std::int64_t i = 0; i < n; ++i)
-      y[i] = dequantize_value(q.grid, Q::symmetric, quantize_value(q.grid, Q::bits, Q::symmetric, x[i], p), p);
+    for (std::int64_t i = 0; i < n; ++i) y[i] = q.fake_quant_value(x[i], p);
   } else {
     simd::fake_quant_row(x, y, n, p.scale, p.zero, static_cast<float>(Q::qmax));
   }
@@ -251,7 +265,7 @@ void quantize(const Q& q, ConstMatrixRef x, const QuantParams& P, CodesRM& codes
       const GroupParams p = P.at(r, g);
       if (q.grid == Grid::ggml) {
         for (std::int64_t i = 0; i < n; ++i)
-          out[c0 + i] = static_cast<std::uint8_t>(quantize_value(q.grid, Q::bits, Q::symmetric, row[c0 + i], p));
+          out[c0 + i] = static_cast<std::uint8_t>(q.quantize_value(row[c0 + i], p));
       } else {
         simd::quantize_row(row + c0, out + c0, n, p.scale, p.zero, static_cast<float>(Q::qmax));
       }
@@ -275,7 +289,7 @@ void dequantize(const Q& q, const CodesRM& codes, const QuantParams& P, MatrixRe
       const std::int64_t c0 = g * L.group, n = L.width(g);
       const GroupParams p = P.at(r, g);
       if (q.grid == Grid::ggml && !Q::symmetric) {
-        for (std::int64_t i = 0; i < n; ++i) y[c0 + i] = dequantize_value(q.grid, false, row[c0 + i], p);
+        for (std::int64_t i = 0; i < n; ++i) y[c0 + i] = q.dequantize_value(row[c0 + i], p);
       } else {
         simd::dequantize_row(row + c0, y + c0, n, p.scale, p.zero);
       }

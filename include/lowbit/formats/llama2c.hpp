@@ -1,4 +1,4 @@
-// lowbit/model/load_llama2c.hpp -- llama2.c checkpoints.
+// lowbit/formats/llama2c.hpp -- llama2.c checkpoints.
 //
 // Legacy format (run.c):
 //   1. 7 int32: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len; vocab_size < 0 means
@@ -21,7 +21,7 @@
 #include <string>
 
 #include "../io/mapped_file.hpp"
-#include "llama.hpp"
+#include "../model/llama.hpp"
 
 namespace lowbit {
 

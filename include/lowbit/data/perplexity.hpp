@@ -1,4 +1,4 @@
-// lowbit/model/perplexity.hpp -- the GPTQ / AWQ / OmniQuant evaluation protocol.
+// lowbit/data/perplexity.hpp -- the GPTQ / AWQ / OmniQuant evaluation protocol.
 //
 // The whole text is one token stream (BOS once at the start), capped to its first max_tokens ids, cut into
 // floor(n / seq_len) non-overlapping windows (the remainder is dropped); every window predicts its ids
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "llama.hpp"
+#include "../model/llama.hpp"
 
 namespace lowbit {
 
@@ -66,23 +66,6 @@ inline PerplexityResult perplexity(const Model& m, const std::vector<int>& strea
   r.ppl = std::exp(r.nll);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
-}
-
-// Raw little-endian int32 token ids (the *.tokens.i32 files).
-inline std::vector<int> read_token_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, ": cannot open");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), {});
-  if (bytes.size() % 4 != 0) fail(path, ": ", bytes.size(), " bytes is not a whole number of int32 token ids");
-  std::vector<int> ids(bytes.size() / 4);
-  std::memcpy(ids.data(), bytes.data(), bytes.size());
-  return ids;
-}
-
-inline std::string read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, ": cannot open");
-  return std::string((std::istreambuf_iterator<char>(f)), {});
 }
 
 }  // namespace lowbit

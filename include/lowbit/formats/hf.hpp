@@ -1,4 +1,4 @@
-// lowbit/model/load_hf.hpp -- Hugging Face checkpoint folders (LLaMA 1/2/3, Mistral, Qwen2).
+// lowbit/formats/hf.hpp -- Hugging Face checkpoint folders (LLaMA 1/2/3, Mistral, Qwen2).
 //
 // A folder holds config.json and either model.safetensors or model.safetensors.index.json
 // ({"weight_map": {tensor name: shard file}}).  Tensors may be F32, F16 or BF16 and use HF names:
@@ -14,14 +14,19 @@
 // time by Model::block_loader (see with_block()).
 #pragma once
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "../io/json.hpp"
 #include "../io/safetensors.hpp"
-#include "llama.hpp"
-#include "perplexity.hpp"
+#include "../model/llama.hpp"
+#include "../io/text_file.hpp"
 
 namespace lowbit {
 
@@ -145,43 +150,140 @@ inline Model load_hf(const std::string& dir) {
     shards->read("lm_head.weight", c.vocab_size, c.dim, m.output.data());
   }
   // Every block tensor's presence, shape and dtype are checked now (headers only), not halfway through a run.
+  auto name = [](int i, const char* t, const char* kind) { return "model.layers." + std::to_string(i) + "." + t + kind; };
   for (int i = 0; i < c.n_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    const struct { const char* name; int rows, cols; bool bias; } specs[] = {
-        {"input_layernorm", c.dim, 1, false},          {"post_attention_layernorm", c.dim, 1, false},
-        {"self_attn.q_proj", c.dim, c.dim, c.qkv_bias}, {"self_attn.k_proj", c.kv_dim(), c.dim, c.qkv_bias},
-        {"self_attn.v_proj", c.kv_dim(), c.dim, c.qkv_bias}, {"self_attn.o_proj", c.dim, c.dim, false},
-        {"mlp.gate_proj", c.hidden_dim, c.dim, false},  {"mlp.up_proj", c.hidden_dim, c.dim, false},
-        {"mlp.down_proj", c.dim, c.hidden_dim, false}};
-    for (const auto& t : specs) {
-      shards->check(p + t.name + ".weight", t.rows, t.cols);
-      if (t.bias) shards->check(p + t.name + ".bias", t.rows, 1);
+    for (const NormDesc& n : kNorms) shards->check(name(i, n.hf, ".weight"), c.dim, 1);
+    for (const LinearDesc& l : kLinears) {
+      const auto shape = linear_shape(c, l.role);
+      shards->check(name(i, l.hf, ".weight"), shape[0], shape[1]);
+      if (has_bias(c, l.role)) shards->check(name(i, l.hf, ".bias"), shape[0], 1);
     }
   }
-  m.block_loader = [shards, c](int i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
+  m.block_loader = [shards, c, name](int i) {
     Block b;
-    auto lin = [&](Linear& l, const std::string& name, int rows, int cols, bool bias) {
-      l.W.resize(rows, cols);
-      shards->read(p + name + ".weight", rows, cols, l.W.data());
-      if (bias) {
-        l.b.resize(rows);
-        shards->read(p + name + ".bias", rows, 1, l.b.data());
+    for (const NormDesc& n : kNorms) {
+      b.norm(n.role).resize(c.dim);
+      shards->read(name(i, n.hf, ".weight"), c.dim, 1, b.norm(n.role).data());
+    }
+    for (const LinearDesc& l : kLinears) {
+      const auto shape = linear_shape(c, l.role);
+      Linear& lin = b.linear(l.role);
+      lin.W.resize(shape[0], shape[1]);
+      shards->read(name(i, l.hf, ".weight"), shape[0], shape[1], lin.W.data());
+      if (has_bias(c, l.role)) {
+        lin.b.resize(shape[0]);
+        shards->read(name(i, l.hf, ".bias"), shape[0], 1, lin.b.data());
       }
-    };
-    b.attn_norm.resize(c.dim), b.ffn_norm.resize(c.dim);
-    shards->read(p + "input_layernorm.weight", c.dim, 1, b.attn_norm.data());
-    shards->read(p + "post_attention_layernorm.weight", c.dim, 1, b.ffn_norm.data());
-    lin(b.q, "self_attn.q_proj", c.dim, c.dim, c.qkv_bias);
-    lin(b.k, "self_attn.k_proj", c.kv_dim(), c.dim, c.qkv_bias);
-    lin(b.v, "self_attn.v_proj", c.kv_dim(), c.dim, c.qkv_bias);
-    lin(b.o, "self_attn.o_proj", c.dim, c.dim, false);
-    lin(b.gate, "mlp.gate_proj", c.hidden_dim, c.dim, false);
-    lin(b.up, "mlp.up_proj", c.hidden_dim, c.dim, false);
-    lin(b.down, "mlp.down_proj", c.dim, c.hidden_dim, false);
+    }
     return b;
   };
   return m;
+}
+
+namespace detail {
+// llama2.c / GGUF rows of q and k in RoPE's interleaved order -> Hugging Face's rotate-half order: inside each
+// head, row 2i+j goes to j*hd/2 + i.
+inline MatrixRM interleaved_to_rotate_half(const MatrixRM& W, int hd) {
+  MatrixRM out(W.rows(), W.cols());
+  const int half = hd / 2;
+  for (Eigen::Index h = 0; h < W.rows() / hd; ++h)
+    for (int i = 0; i < half; ++i)
+      for (int j = 0; j < 2; ++j) out.row(h * hd + j * half + i) = W.row(h * hd + 2 * i + j);
+  return out;
+}
+
+inline std::string hf_config_json(const LlamaConfig& c, DType dtype) {
+  const char* arch = c.qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+  return std::string("{\n  \"architectures\": [\"") + arch + "\"],\n  \"model_type\": \"" +
+         (c.qkv_bias ? "qwen2" : "llama") + "\",\n  \"hidden_size\": " + std::to_string(c.dim) +
+         ",\n  \"intermediate_size\": " + std::to_string(c.hidden_dim) + ",\n  \"num_hidden_layers\": " +
+         std::to_string(c.n_layers) + ",\n  \"num_attention_heads\": " + std::to_string(c.n_heads) +
+         ",\n  \"num_key_value_heads\": " + std::to_string(c.n_kv_heads) + ",\n  \"vocab_size\": " +
+         std::to_string(c.vocab_size) + ",\n  \"max_position_embeddings\": " + std::to_string(c.max_seq_len) +
+         ",\n  \"rms_norm_eps\": " + std::to_string(c.norm_eps) + ",\n  \"rope_theta\": " +
+         std::to_string(c.rope_theta) + ",\n  \"tie_word_embeddings\": " + (c.tied_embeddings ? "true" : "false") +
+         ",\n  \"torch_dtype\": \"" + (dtype == DType::f16 ? "float16" : "float32") + "\"\n}\n";
+}
+}  // namespace detail
+
+// Writes a model as a Hugging Face folder (config.json + model.safetensors) that load_hf() reads back, one
+// block at a time: the constructor writes the header and the embeddings, block(i, b) appends block i (in
+// order), commit() finishes.  A model with interleaved RoPE (llama2.c, GGUF) has its q/k rows permuted to HF's
+// rotate-half order so the folder computes the same function.  Files are written atomically (temporary name,
+// then rename): a failure leaves no partial model.
+class HfWriter {
+ public:
+  HfWriter(const Model& m, const std::string& dir, DType dtype = DType::f32,
+           const std::map<std::string, std::string>& metadata = {})
+      : cfg_(m.cfg), dir_(dir), dtype_(dtype) {
+    if (dtype != DType::f32 && dtype != DType::f16) fail(dir, ": the Hugging Face writer writes F32 or F16");
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0 && ::mkdir(dir.c_str(), 0755) != 0)
+      fail(dir, ": cannot create the directory (", std::strerror(errno), ")");
+    const LlamaConfig& c = cfg_;
+    std::vector<SafetensorsWriter::Entry> e;
+    e.push_back({"model.embed_tokens.weight", dtype, {c.vocab_size, c.dim}});
+    e.push_back({"model.norm.weight", dtype, {c.dim}});
+    if (!c.tied_embeddings) e.push_back({"lm_head.weight", dtype, {c.vocab_size, c.dim}});
+    for (int i = 0; i < c.n_layers; ++i) {
+      for (const NormDesc& n : kNorms) e.push_back({name(i, n.hf, ".weight"), dtype, {c.dim}});
+      for (const LinearDesc& l : kLinears) {
+        const auto shape = linear_shape(c, l.role);
+        e.push_back({name(i, l.hf, ".weight"), dtype, {shape[0], shape[1]}});
+        if (has_bias(c, l.role)) e.push_back({name(i, l.hf, ".bias"), dtype, {shape[0]}});
+      }
+    }
+    w_ = std::make_unique<SafetensorsWriter>(dir + "/model.safetensors", std::move(e), metadata);
+    put("model.embed_tokens.weight", m.tok_embeddings);
+    put("model.norm.weight", m.final_norm);
+    if (!c.tied_embeddings) put("lm_head.weight", m.output);
+  }
+
+  void block(int i, const Block& b) {
+    if (i != next_) fail(dir_, ": block ", i, " written out of order (expected ", next_, ")");
+    const bool permute = cfg_.rope == RopeStyle::interleaved;
+    for (const NormDesc& n : kNorms) put(name(i, n.hf, ".weight"), b.norm(n.role));
+    for (const LinearDesc& l : kLinears) {
+      const Linear& L = b.linear(l.role);
+      const bool perm = permute && l.rope;
+      put(name(i, l.hf, ".weight"), perm ? detail::interleaved_to_rotate_half(L.W, cfg_.head_dim()) : L.W);
+      if (has_bias(cfg_, l.role))
+        put(name(i, l.hf, ".bias"), perm ? MatrixRM(detail::interleaved_to_rotate_half(MatrixRM(L.b), cfg_.head_dim()))
+                                         : MatrixRM(L.b));
+    }
+    ++next_;
+  }
+
+  void commit() {
+    w_->commit();
+    const std::string cfg = detail::hf_config_json(cfg_, dtype_);
+    AtomicFile f(dir_ + "/config.json");
+    f.write(cfg.data(), cfg.size());
+    f.commit();
+  }
+
+ private:
+  static std::string name(int i, const char* t, const char* kind) {
+    return "model.layers." + std::to_string(i) + "." + t + kind;
+  }
+  template <class M>
+  void put(const std::string& n, const M& v) {
+    const MatrixRM m = v;  // row-major, contiguous
+    w_->write_floats(n, m.data(), std::size_t(m.size()));
+  }
+
+  LlamaConfig cfg_;
+  std::string dir_;
+  DType dtype_;
+  std::unique_ptr<SafetensorsWriter> w_;
+  int next_ = 0;
+};
+
+inline void save_hf(const Model& m, const std::string& dir, DType dtype = DType::f32,
+                    const std::map<std::string, std::string>& metadata = {}) {
+  HfWriter w(m, dir, dtype, metadata);
+  for (int i = 0; i < m.cfg.n_layers; ++i) with_block(m, i, [&](const Block& b) { w.block(i, b); });
+  w.commit();
 }
 
 }  // namespace lowbit

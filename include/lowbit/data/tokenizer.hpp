@@ -1,4 +1,4 @@
-// lowbit/model/tokenizer.hpp -- SentencePiece-style BPE by merge scores with byte fallback (llama2.c's
+// lowbit/data/tokenizer.hpp -- SentencePiece-style BPE by merge scores with byte fallback (llama2.c's
 // tokenizer), read from llama2.c's tokenizer.bin.
 //
 // tokenizer.bin: int32 max_token_length, then for each token: float32 score, int32 byte length, the bytes.

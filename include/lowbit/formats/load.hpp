@@ -1,4 +1,4 @@
-// lowbit/model/load.hpp -- one entry point that picks the loader from what the path is.
+// lowbit/formats/load.hpp -- one entry point that picks the loader from what the path is.
 //   a directory              -> Hugging Face folder (config.json + safetensors)
 //   a file starting "GGUF"   -> GGUF v3
 //   any other file           -> llama2.c checkpoint (legacy or ak42 v1/v2)
@@ -10,9 +10,9 @@
 #include <fstream>
 #include <string>
 
-#include "load_gguf.hpp"
-#include "load_hf.hpp"
-#include "load_llama2c.hpp"
+#include "gguf.hpp"
+#include "hf.hpp"
+#include "llama2c.hpp"
 
 namespace lowbit {
 

@@ -1,4 +1,4 @@
-// lowbit/model/load_gguf.hpp -- LLaMA-architecture GGUF files (F32 / F16 / BF16 tensors).
+// lowbit/formats/gguf.hpp -- LLaMA-architecture GGUF files (F32 / F16 / BF16 tensors).
 //
 // Metadata read: general.architecture ("llama"), llama.embedding_length, .feed_forward_length, .block_count,
 // .attention.head_count, .attention.head_count_kv, .context_length, .rope.freq_base,
@@ -12,8 +12,8 @@
 #include <string>
 
 #include "../io/gguf.hpp"
-#include "llama.hpp"
-#include "tokenizer.hpp"
+#include "../model/llama.hpp"
+#include "../data/tokenizer.hpp"
 
 namespace lowbit {
 
@@ -80,32 +80,26 @@ inline GgufModel load_gguf(const std::string& path) {
     m.output.resize(c.vocab_size, c.dim);
     detail::gguf_read(*f, "output.weight", std::uint64_t(c.vocab_size), std::uint64_t(c.dim), m.output.data());
   }
-  struct Spec { const char* name; int rows, cols; };
-  const Spec specs[] = {{"attn_norm", 1, c.dim},           {"ffn_norm", 1, c.dim},
-                        {"attn_q", c.dim, c.dim},          {"attn_k", c.kv_dim(), c.dim},
-                        {"attn_v", c.kv_dim(), c.dim},     {"attn_output", c.dim, c.dim},
-                        {"ffn_gate", c.hidden_dim, c.dim}, {"ffn_up", c.hidden_dim, c.dim},
-                        {"ffn_down", c.dim, c.hidden_dim}};
-  for (int i = 0; i < c.n_layers; ++i)  // every tensor's presence, shape and type, from the header
-    for (const Spec& s : specs)
-      detail::gguf_read(*f, "blk." + std::to_string(i) + "." + s.name + ".weight", std::uint64_t(s.rows), std::uint64_t(s.cols), nullptr);
-  m.block_loader = [f, c](int i) {
-    const std::string p = "blk." + std::to_string(i) + ".";
+  auto name = [](int i, const char* t) { return "blk." + std::to_string(i) + "." + t + ".weight"; };
+  for (int i = 0; i < c.n_layers; ++i) {  // every tensor's presence, shape and type, from the header
+    for (const NormDesc& n : kNorms) detail::gguf_read(*f, name(i, n.gguf), 1, std::uint64_t(c.dim), nullptr);
+    for (const LinearDesc& l : kLinears) {
+      const auto shape = linear_shape(c, l.role);
+      detail::gguf_read(*f, name(i, l.gguf), std::uint64_t(shape[0]), std::uint64_t(shape[1]), nullptr);
+    }
+  }
+  m.block_loader = [f, c, name](int i) {
     Block b;
-    auto mat = [&](MatrixRM& W, const char* name, int rows, int cols) {
-      W.resize(rows, cols);
-      detail::gguf_read(*f, p + name + ".weight", std::uint64_t(rows), std::uint64_t(cols), W.data());
-    };
-    b.attn_norm.resize(c.dim), b.ffn_norm.resize(c.dim);
-    detail::gguf_read(*f, p + "attn_norm.weight", 1, std::uint64_t(c.dim), b.attn_norm.data());
-    detail::gguf_read(*f, p + "ffn_norm.weight", 1, std::uint64_t(c.dim), b.ffn_norm.data());
-    mat(b.q.W, "attn_q", c.dim, c.dim);
-    mat(b.k.W, "attn_k", c.kv_dim(), c.dim);
-    mat(b.v.W, "attn_v", c.kv_dim(), c.dim);
-    mat(b.o.W, "attn_output", c.dim, c.dim);
-    mat(b.gate.W, "ffn_gate", c.hidden_dim, c.dim);
-    mat(b.up.W, "ffn_up", c.hidden_dim, c.dim);
-    mat(b.down.W, "ffn_down", c.dim, c.hidden_dim);
+    for (const NormDesc& n : kNorms) {
+      b.norm(n.role).resize(c.dim);
+      detail::gguf_read(*f, name(i, n.gguf), 1, std::uint64_t(c.dim), b.norm(n.role).data());
+    }
+    for (const LinearDesc& l : kLinears) {
+      const auto shape = linear_shape(c, l.role);
+      MatrixRM& W = b.linear(l.role).W;
+      W.resize(shape[0], shape[1]);
+      detail::gguf_read(*f, name(i, l.gguf), std::uint64_t(shape[0]), std::uint64_t(shape[1]), W.data());
+    }
     return b;
   };
   if (const GgufValue* toks = f->find("tokenizer.ggml.tokens")) {

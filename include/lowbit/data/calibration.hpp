@@ -1,4 +1,4 @@
-// lowbit/model/calibration.hpp -- calibration windows from text, jsonl or token files.
+// lowbit/data/calibration.hpp -- calibration windows from text, jsonl or token files.
 //
 // Three ways to cut N windows of L tokens, all deterministic:
 //   sequential_windows   the first N consecutive windows of the stream (the benchmark protocol "P");

@@ -1,0 +1,186 @@
+// lowbit/algorithms/methods/awq.hpp -- AWQ over a block (llm-awq auto_scale.py / auto_clip.py; ALGORITHMS.md
+// 2.2-2.5), built on the layer-level searches of algorithms/awq.hpp:
+//   1. capture the input of every input group (model/block.hpp) with the original weights;
+//   2. for each group that applies (v -> o is skipped under GQA, as the reference does): search the scales on the
+//      original block with the group's module -- attention for attn_norm -> q,k,v, the MLP for ffn_norm ->
+//      gate,up, the linear itself for a linear -> linear group -- fold them into the previous op, and divide the
+//      captured input by them (the clip search sees the scaled inputs);
+//   3. clip search for v, o, gate, up, down (q and k are skipped: "qk bmm, hard to clip precisely").
+// AWQ is a transform: it leaves float weights; the chain's quantizing step (RTN by default, or GPTQ in
+// "awq+gptq") quantizes them.  It reads the full-precision chain (the next block's input is the original
+// block's output), its reference's behaviour.
+//
+// Artifacts on disk (safetensors): scales as "blocks.<i>.<group key>.scale" [in], clips as
+// "blocks.<i>.<linear>.max_val" (and ".min_val" for an asymmetric clip) [rows, ngroups] -- what the two-step
+// workflows (AWQ, then OmniQuant initialised from it) pass between runs.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "../../io/safetensors.hpp"
+#include "../../model/llama.hpp"
+#include "../method.hpp"
+
+namespace lowbit {
+
+// Precomputed AWQ results to apply instead of searching (loaded scale / clip files).
+struct AwqLoaded {
+  const std::vector<AwqBlockResult>* blocks = nullptr;
+  bool scales = false, clips = false;
+  const AwqBlockResult* at(int i) const {
+    return blocks && std::size_t(i) < blocks->size() ? &(*blocks)[std::size_t(i)] : nullptr;
+  }
+};
+
+inline const std::vector<Role>& awq_clip_roles() {
+  static const std::vector<Role> r = {Role::v, Role::o, Role::gate, Role::up, Role::down};
+  return r;
+}
+
+// AWQ on one block: search (or load) and fold the scales, then search (or load) and apply the clips.  X is the
+// block's input [n*L, dim].  Weights are left in float (not yet quantized).
+template <class Q>
+AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, int L, const Q& q, const AwqOptions& o,
+                         const AwqBlockResult* load = nullptr, AwqLoaded what = {}) {
+  const std::vector<InputGroup>& groups = input_groups();
+  std::vector<MatrixRM> in(groups.size());  // the input of every group, with the original weights
+  {
+    MatrixRM tmp = X;
+    block_forward_staged(cfg, b, tmp, L, nullptr, [&](int s, const MatrixRM& x) { in[std::size_t(s)] = x; });
+  }
+  AwqBlockResult res;
+  const Block orig = b;
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    const InputGroup& g = groups[gi];
+    if (!group_applies(cfg, g)) continue;
+    const MatrixRM& x = in[gi];
+    Eigen::VectorXf s;
+    if (what.scales && load && load->scales.count(g.key)) {
+      s = load->scales.at(g.key);
+      if (s.size() != x.cols()) fail("AWQ: loaded scales for ", g.key, " have ", s.size(), " entries, expected ", x.cols());
+    } else {
+      const Eigen::VectorXf xm = awq_act_mean(x);
+      std::vector<const MatrixRM*> layers;
+      for (Role r : g.linears) layers.push_back(&orig.linear(r).W);
+      // the module whose output the loss compares: what follows the previous op up to the block's next sum
+      auto module = [&](const std::vector<MatrixRM>& W) -> MatrixRM {
+        Block c = orig;
+        for (std::size_t k = 0; k < g.linears.size(); ++k) c.linear(g.linears[k]).W = W[k];
+        if (g.prev.is_norm()) return g.prev.norm == NormRole::attn ? attention_forward(cfg, c, x, L) : mlp_forward(c, x);
+        MatrixRM y;
+        linear(x, c.linear(g.linears[0]), y);
+        return y;
+      };
+      std::vector<MatrixRM> fp;
+      for (Role r : g.linears) fp.push_back(orig.linear(r).W);
+      const MatrixRM y_fp = module(fp);
+      AwqScaleResult sr = awq_search_scale(q, layers, xm, module, y_fp, o);
+      s = sr.scales;
+      res.x_mean[g.key] = xm;
+      res.searches[g.key] = std::move(sr);
+    }
+    res.scales[g.key] = s;
+    fold_scales(b, g, s);
+    for (Eigen::Index t = 0; t < in[gi].rows(); ++t) in[gi].row(t).array() /= s.transpose().array();
+  }
+  if (o.clip) {
+    for (Role r : awq_clip_roles()) {
+      const MatrixRM& xs = in[std::size_t(describe(r).subset)];
+      MatrixRM& W = b.linear(r).W;
+      const GroupLayout Lg = group_layout(q, W.rows(), W.cols(), to_string(r));
+      MatrixRM mx, mn;
+      if (what.clips && load && load->clip_max.count(r)) {
+        mx = load->clip_max.at(r);
+        if (load->clip_min.count(r)) mn = load->clip_min.at(r);
+        if (mx.rows() != W.rows() || mx.cols() != Lg.ngroups) fail("AWQ: loaded clip for ", to_string(r), " has the wrong shape");
+      } else {
+        mx = awq_search_clip(q, W, sample_tokens(xs, o.clip_tokens), o, o.symmetric_clip ? nullptr : &mn);
+      }
+      apply_clip(W, mx, Lg.group, mn.size() ? &mn : nullptr);
+      res.clip_max[r] = mx;
+      if (mn.size()) res.clip_min[r] = mn;
+    }
+  }
+  return res;
+}
+
+inline const MethodInfo& awq_info() {
+  static const MethodInfo i{"awq", /*quantizes=*/false, /*calibrated=*/true, Chain::full_precision, Grid::minmax};
+  return i;
+}
+
+template <class Q>
+class AwqMethod final : public BlockMethod<Q> {
+ public:
+  AwqMethod(const Q& q, const AwqOptions& o, AwqLoaded loaded = {}) : q_(q), o_(o), loaded_(loaded) {}
+  const MethodInfo& info() const override { return awq_info(); }
+  void run(BlockJob& job, Chain chain) override {
+    job.step("awq search");
+    job.artifacts.awq = awq_block(job.cfg, job.block, job.input(chain), job.L, q_, o_, loaded_.at(job.index), loaded_);
+  }
+
+ private:
+  Q q_;
+  AwqOptions o_;
+  AwqLoaded loaded_;
+};
+
+inline void save_awq_scales(const std::string& path, const std::vector<AwqBlockResult>& r) {
+  std::vector<TensorToWrite> ts;
+  for (std::size_t i = 0; i < r.size(); ++i)
+    for (const auto& [key, s] : r[i].scales)
+      ts.push_back(tensor_f32("blocks." + std::to_string(i) + "." + key + ".scale", {s.size()}, s.data()));
+  write_safetensors(path, ts, {{"format", "lowbit-awq-scales"}});
+}
+
+inline void save_awq_clips(const std::string& path, const std::vector<AwqBlockResult>& r) {
+  std::vector<TensorToWrite> ts;
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    for (const auto& [role, m] : r[i].clip_max)
+      ts.push_back(tensor_f32("blocks." + std::to_string(i) + "." + to_string(role) + ".max_val", {m.rows(), m.cols()}, m.data()));
+    for (const auto& [role, m] : r[i].clip_min)
+      ts.push_back(tensor_f32("blocks." + std::to_string(i) + "." + to_string(role) + ".min_val", {m.rows(), m.cols()}, m.data()));
+  }
+  write_safetensors(path, ts, {{"format", "lowbit-awq-clips"}});
+}
+
+// Reads scale and/or clip files (either path may be empty) into per-block results for AwqLoaded.
+inline std::vector<AwqBlockResult> load_awq(const std::string& scale_path, const std::string& clip_path, int n_blocks) {
+  std::vector<AwqBlockResult> r(static_cast<std::size_t>(n_blocks));
+  auto block_of = [&](const std::string& path, const std::string& name, std::string& rest) {
+    if (name.rfind("blocks.", 0) != 0) fail(path, ": unexpected tensor '", name, "'");
+    const std::size_t dot = name.find('.', 7);
+    const int i = std::stoi(name.substr(7, dot - 7));
+    if (i < 0 || i >= n_blocks) fail(path, ": tensor '", name, "' names block ", i, " but the model has ", n_blocks);
+    rest = name.substr(dot + 1);
+    return std::size_t(i);
+  };
+  if (!scale_path.empty()) {
+    SafetensorsFile f(scale_path);
+    for (const auto& [name, t] : f.tensors()) {
+      std::string rest;
+      const std::size_t i = block_of(scale_path, name, rest);
+      const std::string key = rest.substr(0, rest.rfind(".scale"));
+      const std::vector<float> v = f.floats(name);
+      r[i].scales[key] = Eigen::Map<const Eigen::VectorXf>(v.data(), Eigen::Index(v.size()));
+    }
+  }
+  if (!clip_path.empty()) {
+    SafetensorsFile f(clip_path);
+    for (const auto& [name, t] : f.tensors()) {
+      std::string rest;
+      const std::size_t i = block_of(clip_path, name, rest);
+      const std::string lin = rest.substr(0, rest.find('.'));
+      const LinearDesc* d = nullptr;
+      for (const LinearDesc& l : kLinears)
+        if (lin == l.name) d = &l;
+      if (!d) fail(clip_path, ": tensor '", name, "' names no linear");
+      (rest.find(".min_val") != std::string::npos ? r[i].clip_min : r[i].clip_max)[d->role] = f.matrix(name);
+    }
+  }
+  return r;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,74 @@
+// lowbit/algorithms/sinks.hpp -- where the block loop's finished blocks go.
+//   ModelSink      keeps the fake-quantized model (and optionally the transformed one) resident, for evaluation
+//                  and tests; collects AWQ artifacts for the scale / clip files
+//   HfSink         streams the fake-quantized or the transformed model into a Hugging Face folder, block by block
+//   SinkFan        hands each block to several sinks
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../formats/hf.hpp"
+#include "pipeline.hpp"
+
+namespace lowbit {
+
+class ModelSink final : public BlockSink {
+ public:
+  struct Keep {
+    bool fake = true, transformed = false, quantized = false;
+  };
+  // `base` gives the non-block tensors (embeddings, norms, classifier) and the config.
+  explicit ModelSink(const Model& base) : ModelSink(base, Keep{}) {}
+  ModelSink(const Model& base, Keep keep) : keep_(keep) {
+    fake.cfg = base.cfg;
+    fake.tok_embeddings = base.tok_embeddings;
+    fake.final_norm = base.final_norm;
+    fake.output = base.output;
+    if (keep.transformed) transformed = fake;
+  }
+  void block(const FinishedBlock& b) override {
+    if (keep_.fake) fake.blocks.push_back(b.fake);
+    if (keep_.transformed) transformed.blocks.push_back(b.transformed);
+    if (keep_.quantized) quantized.push_back(b.quantized);
+    awq.push_back(b.artifacts.awq ? *b.artifacts.awq : AwqBlockResult{});
+    for (const GptqResult& g : b.artifacts.gptq) gptq.push_back(g);
+  }
+
+  Model fake, transformed;
+  std::vector<std::array<QuantizedLinear, 7>> quantized;
+  std::vector<AwqBlockResult> awq;  // per block (empty entries when AWQ did not run)
+  std::vector<GptqResult> gptq;     // per linear in processing order
+
+ private:
+  Keep keep_;
+};
+
+enum class Weights { fake_quantized, transformed };
+
+class HfSink final : public BlockSink {
+ public:
+  HfSink(const Model& base, const std::string& dir, Weights which, DType dtype = DType::f32,
+         const std::map<std::string, std::string>& metadata = {})
+      : w_(base, dir, dtype, metadata), which_(which) {}
+  void block(const FinishedBlock& b) override { w_.block(b.index, which_ == Weights::fake_quantized ? b.fake : b.transformed); }
+  void commit() { w_.commit(); }
+
+ private:
+  HfWriter w_;
+  Weights which_;
+};
+
+class SinkFan final : public BlockSink {
+ public:
+  void add(BlockSink* s) { sinks_.push_back(s); }
+  void block(const FinishedBlock& b) override {
+    for (BlockSink* s : sinks_) s->block(b);
+  }
+
+ private:
+  std::vector<BlockSink*> sinks_;
+};
+
+}  // namespace lowbit

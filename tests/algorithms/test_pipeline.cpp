@@ -1,0 +1,179 @@
+// The block loop and the method objects: GPTQ's single staged pass equals the per-subset re-forward written
+// here; awq+gptq in one run equals AWQ's transformed model quantized by GPTQ afterwards; a mapped model streams
+// to the same result; the streamed Hugging Face folder equals the one written from memory; chains are checked.
+#include <catch2/catch.hpp>
+#include <lowbit/lowbit.hpp>
+#include <random>
+
+#include "support/shared_data.hpp"
+
+using namespace lowbit;
+
+namespace {
+using W4g32 = Quantizer<Bits<4>, PerGroup<dynamic_group>, Asymmetric>;
+
+struct Stories {
+  Model fp;
+  Windows calib;
+};
+Stories stories(int n, int L) {
+  Stories s{load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin")), {}};
+  s.calib = sequential_windows(read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32")), n, L);
+  return s;
+}
+std::vector<int> concat(const Windows& w) {
+  std::vector<int> t;
+  for (const auto& x : w) t.insert(t.end(), x.begin(), x.end());
+  return t;
+}
+void require_same_blocks(const Model& a, const Model& b) {
+  REQUIRE(a.blocks.size() == b.blocks.size());
+  for (std::size_t i = 0; i < a.blocks.size(); ++i)
+    for (Role r : all_roles) {
+      INFO("block " << i << " " << to_string(r));
+      REQUIRE(a.blocks[i].linear(r).W == b.blocks[i].linear(r).W);
+    }
+}
+}  // namespace
+
+TEST_CASE("GPTQ's staged single pass equals re-running the block for every true-sequential subset", "[data][pipeline][gptq]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  const Stories s = stories(8, 64);
+  const W4g32 q(32, Grid::gptq, true);
+  auto chain = make_method_chain("gptq", q);
+  ModelSink out(s.fp);
+  quantize_model(s.fp, s.calib, chain, out);
+  // the reference loop (gptq llama.py): for each subset, a whole forward of the partly quantized block with
+  // hooks collecting the subset's Hessians; the next block's input is the fully quantized block's output
+  MatrixRM x = embed(s.fp, concat(s.calib));
+  Model ref = s.fp;
+  const std::vector<std::vector<Role>> subsets = {{Role::q, Role::k, Role::v}, {Role::o}, {Role::gate, Role::up}, {Role::down}};
+  for (Block& b : ref.blocks) {
+    for (const auto& sub : subsets) {
+      std::map<Role, HessianAccumulator> acc;
+      BlockHooks hooks;
+      hooks.linear_input = [&](Role r, const MatrixRM& in) {
+        for (Role t : sub)
+          if (t == r) acc[r].add_batch(in, std::int64_t(s.calib.size()));
+      };
+      MatrixRM tmp = x;
+      block_forward(ref.cfg, b, tmp, 64, &hooks);
+      for (Role r : sub) b.linear(r).W = gptq_quantize(q, b.linear(r).W, acc[r].hessian()).Q;
+    }
+    block_forward(ref.cfg, b, x, 64);
+  }
+  require_same_blocks(out.fake, ref);
+}
+
+TEST_CASE("awq+gptq in one run equals GPTQ run on AWQ's transformed model", "[data][pipeline][awq][gptq]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  const Stories s = stories(8, 64);
+  const W4g32 q(32, Grid::gptq, true);
+  auto both = make_method_chain("awq+gptq", q);
+  ModelSink one(s.fp);
+  const PipelineReport rep = quantize_model(s.fp, s.calib, both, one);
+  REQUIRE(rep.steps == std::vector<std::string>{"awq", "gptq"});
+  REQUIRE(rep.carried[0]);  // AWQ reads the full-precision chain, GPTQ the quantized one
+  REQUIRE(rep.carried[1]);
+  // two steps: AWQ keeps the transformed float model (save_trans), GPTQ quantizes it
+  auto awq = make_method_chain("awq", q);
+  ModelSink step1(s.fp, {false, true, false});
+  quantize_model(s.fp, s.calib, awq, step1);
+  auto gptq = make_method_chain("gptq", q);
+  ModelSink step2(step1.transformed);
+  quantize_model(step1.transformed, s.calib, gptq, step2);
+  require_same_blocks(one.fake, step2.fake);
+  // and the combination is not plain GPTQ
+  ModelSink plain(s.fp);
+  auto g2 = make_method_chain("gptq", q);
+  quantize_model(s.fp, s.calib, g2, plain);
+  REQUIRE_FALSE(plain.fake.blocks[0].down.W == one.fake.blocks[0].down.W);
+}
+
+TEST_CASE("a mapped model streams block by block to the same result; the streamed folder equals the saved one", "[data][pipeline]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  const Stories s = stories(4, 64);
+  Model mapped = s.fp;
+  mapped.blocks.clear();
+  int loads = 0;
+  mapped.block_loader = [&](int i) {
+    ++loads;
+    return s.fp.blocks[std::size_t(i)];
+  };
+  const W4g32 q(32, Grid::minmax, true);
+  for (const char* method : {"rtn", "awq", "gptq"}) {
+    INFO(method);
+    auto c1 = make_method_chain(method, q);
+    auto c2 = make_method_chain(method, q);
+    ModelSink a(s.fp), b(mapped);
+    quantize_model(s.fp, s.calib, c1, a);
+    loads = 0;
+    const std::string dir = std::string(LOWBIT_BUILD_DIR) + "/stream_" + method;
+    HfSink file(mapped, dir, Weights::fake_quantized);
+    SinkFan fan;
+    fan.add(&b);
+    fan.add(&file);
+    quantize_model(mapped, s.calib, c2, fan);
+    file.commit();
+    REQUIRE(loads == s.fp.cfg.n_layers);  // each block loaded once
+    require_same_blocks(a.fake, b.fake);
+    const std::string ref_dir = dir + "_ref";
+    save_hf(a.fake, ref_dir);
+    const Model streamed = load_hf(dir), saved = load_hf(ref_dir);
+    for (int i = 0; i < s.fp.cfg.n_layers; ++i) {
+      const Block x = streamed.load_block(i), y = saved.load_block(i);
+      for (Role r : all_roles) REQUIRE(x.linear(r).W == y.linear(r).W);
+      REQUIRE(x.attn_norm == y.attn_norm);
+    }
+  }
+}
+
+TEST_CASE("method chains: transforms first, one quantizing step last, reference grids", "[pipeline]") {
+  REQUIRE(parse_method_chain("awq").size() == 2);  // awq, then rtn
+  REQUIRE(std::string(parse_method_chain("awq").back()->name) == "rtn");
+  REQUIRE(parse_method_chain("awq+gptq").size() == 2);
+  REQUIRE(reference_grid("gptq") == Grid::gptq);
+  REQUIRE(reference_grid("awq+gptq") == Grid::gptq);
+  REQUIRE(reference_grid("awq") == Grid::minmax);
+  REQUIRE_THROWS_WITH(parse_method_chain("gptq+awq"), Catch::Contains("must be the last step"));
+  REQUIRE_THROWS_WITH(parse_method_chain("awq+foo"), Catch::Contains("unknown method 'foo'"));
+}
+
+TEST_CASE("AWQ's clip search on the symmetric ggml grid equals a brute force with llama.cpp's Q4_0 formulas", "[awq][ggml]") {
+  std::mt19937 g(11);
+  std::normal_distribution<float> nd;
+  MatrixRM W(16, 64), X(200, 64);
+  for (Eigen::Index i = 0; i < W.size(); ++i) W.data()[i] = nd(g) * (i % 29 == 0 ? 6.0f : 1.0f);
+  for (Eigen::Index i = 0; i < X.size(); ++i) X.data()[i] = nd(g);
+  const Quantizer<Bits<4>, PerGroup<dynamic_group>, Symmetric> q(32, Grid::ggml);
+  const MatrixRM mx = awq_search_clip(q, W, X);
+  for (Eigen::Index r = 0; r < W.rows(); ++r)
+    for (Eigen::Index gi = 0; gi < 2; ++gi) {
+      double best = 1e300;
+      float best_mx = 0;
+      const auto w = W.row(r).segment(gi * 32, 32);
+      const float amax = w.cwiseAbs().maxCoeff();
+      for (int i = 0; i < 10; ++i) {
+        const float hi = amax * float(1.0 - i / 20.0);
+        float c[32], m = 0, am = 0;
+        for (int k = 0; k < 32; ++k) {
+          c[k] = std::min(std::max(w[k], -hi), hi);
+          if (std::fabs(c[k]) > am) am = std::fabs(c[k]), m = c[k];
+        }
+        const float d = m / -8.0f, id = 1.0f / d;  // ggml quantize_row_q4_0_ref
+        double err = 0;
+        for (Eigen::Index t = 0; t < X.rows(); ++t) {
+          double a = 0, b = 0;
+          for (int k = 0; k < 32; ++k) {
+            const float code = std::min(15.0f, float(int(c[k] * id + 8.5f)));
+            a += double(X(t, gi * 32 + k)) * double((code - 8.0f) * d);
+            b += double(X(t, gi * 32 + k)) * double(w[k]);
+          }
+          err += (a - b) * (a - b);
+        }
+        if (err < best) best = err, best_mx = hi;
+      }
+      INFO("row " << r << " group " << gi);
+      REQUIRE(mx(r, gi) == best_mx);
+    }
+}
