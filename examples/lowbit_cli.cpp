@@ -46,7 +46,8 @@ struct Args {
                "lowbit: %s\n"
                "usage: lowbit eval --model PATH [--tokenizer PATH] --data FILE [--seq-len N] [--max-tokens M]\n"
                "                   [--threads T] [--json]\n"
-               "       lowbit quantize --model PATH --method rtn|awq|gptq|awq+gptq --wbits B [--group G] [--sym] [--ragged]\n"
+               "       lowbit quantize --model PATH --method rtn|awq|gptq|awq+gptq (--spec w4a16g128[-sym][-ragged][-grid] |\n"
+               "                   --wbits B [--group G] [--sym] [--ragged])\n"
                "                   [--grid minmax|gptq|omniquant] [--act-order] [--static-groups] [--percdamp P]\n"
                "                   [--duo-scaling] [--no-clip] [--asym-clip] [--propagate fp|quant]\n"
                "                   [--calib FILE --nsamples N --seqlen L\n"
@@ -173,21 +174,33 @@ int cmd_eval(const Args& a) {
 }
 
 int cmd_quantize(const Args& a) {
-  for (const char* k : {"model", "method", "wbits"})
+  for (const char* k : {"model", "method"})
     if (!a.has(k)) usage((std::string("quantize needs --") + k).c_str());
+  if (a.has("spec") == a.has("wbits")) usage("quantize needs either --spec (e.g. w4a16g128-sym) or --wbits");
   if (a.has("threads")) lowbit::set_num_threads(int(a.num("threads", 0)));
   const auto t_start = std::chrono::steady_clock::now();
   const std::string model_path = a.get("model"), method = a.get("method");
   const std::vector<const lowbit::MethodInfo*> steps = lowbit::parse_method_chain(method);
   bool calibrated = false, transforms = false;
   for (const lowbit::MethodInfo* s : steps) calibrated |= s->calibrated, transforms |= !s->quantizes;
+  // The weight quantizer: a spec string (parse_spec: "w4a16g128-sym-ragged", its grid the method's reference
+  // unless it names one) or the same facts as flags.
   lowbit::QuantSpec spec;
-  spec.wbits = int(a.num("wbits", 4));
-  spec.abits = 16;
-  spec.group_size = int(a.num("group", -1));
-  spec.symmetric = a.has("sym");
-  spec.allow_ragged = a.has("ragged");
-  spec.grid = a.has("grid") ? lowbit::parse_grid(a.get("grid")) : lowbit::reference_grid(method);
+  if (a.has("spec")) {
+    const std::string text = a.get("spec");
+    spec = lowbit::parse_spec(text);
+    bool names_grid = false;
+    for (const char* g : {"minmax", "gptq", "omniquant", "ggml"}) names_grid |= text.find(g) != std::string::npos;
+    if (!names_grid) spec.grid = lowbit::reference_grid(method);
+  } else {
+    spec.wbits = int(a.num("wbits", 4));
+    spec.group_size = int(a.num("group", -1));
+    spec.symmetric = a.has("sym");
+    spec.allow_ragged = a.has("ragged");
+    spec.grid = lowbit::reference_grid(method);
+  }
+  if (a.has("grid")) spec.grid = lowbit::parse_grid(a.get("grid"));
+  if (spec.act_quantized()) lowbit::fail("--spec ", lowbit::to_string(spec), ": activation quantization is not supported yet (a16)");
   if (spec.wbits < 2 || spec.wbits > 8) lowbit::fail("--wbits ", spec.wbits, " is not supported (2..8)");
   lowbit::validate(spec);
   if (a.has("save-trans") && !transforms) lowbit::fail("--save-trans needs a method with a transform (awq, awq+gptq)");
@@ -287,7 +300,7 @@ int main(int argc, char** argv) {
     if (cmd == "quantize")
       return cmd_quantize(parse(argc, argv, 2,
                                 {"sym", "ragged", "act-order", "static-groups", "duo-scaling", "no-clip", "asym-clip", "json", "quiet"},
-                                {"model", "method", "wbits", "group", "grid", "percdamp", "calib", "nsamples", "seqlen", "seed",
+                                {"model", "method", "spec", "wbits", "group", "grid", "percdamp", "calib", "nsamples", "seqlen", "seed",
                                  "calib-sampling", "save-fake", "save-trans", "save-scale", "save-clip", "load-scale",
                                  "load-clip", "eval", "eval-seq-len", "eval-max-tokens", "tokenizer", "threads",
                                  "propagate"}));

@@ -89,9 +89,17 @@ inline void causal_attention(ConstMatrixRef q, ConstMatrixRef k, ConstMatrixRef 
   });
 }
 
-// out = silu(g) * u (out may alias g).
+// out = silu(g) * u (out may alias g).  Evaluated over the contiguous storage as one array, so Eigen's
+// vectorised exp covers every element (a per-row evaluation would leave each row's tail to the scalar exp, whose
+// last bits differ).
 inline void swiglu(ConstMatrixRef g, ConstMatrixRef u, MatrixRM& out) {
-  out = (g.array() / (1.0f + (-g.array()).exp()) * u.array()).matrix();
+  if (g.outerStride() != g.cols() || u.outerStride() != u.cols()) {
+    swiglu(MatrixRM(g), MatrixRM(u), out);
+    return;
+  }
+  out.resize(g.rows(), g.cols());
+  const Eigen::Map<const Eigen::ArrayXf> ga(g.data(), g.size()), ua(u.data(), u.size());
+  Eigen::Map<Eigen::ArrayXf>(out.data(), out.size()) = ga / (1.0f + (-ga).exp()) * ua;
 }
 
 }  // namespace lowbit
