@@ -49,7 +49,7 @@ struct Args {
                "       lowbit quantize --model PATH --method rtn|awq|gptq|awq+gptq (--spec w4a16g128[-sym][-ragged][-grid] |\n"
                "                   --wbits B [--group G] [--sym] [--ragged])\n"
                "                   [--grid minmax|gptq|omniquant] [--act-order] [--static-groups] [--percdamp P]\n"
-               "                   [--duo-scaling] [--no-clip] [--asym-clip] [--propagate fp|quant]\n"
+               "                   [--duo-scaling] [--awq-scoring module|gram] [--no-clip] [--asym-clip] [--propagate fp|quant]\n"
                "                   [--calib FILE --nsamples N --seqlen L\n"
                "                   --seed S --calib-sampling random|sequential] [--save-fake DIR] [--save-trans DIR]\n"
                "                   [--save-scale F] [--save-clip F] [--load-scale F] [--load-clip F] [--eval FILE\n"
@@ -129,7 +129,7 @@ struct LoadedModel {
   bool is_dir = false, is_gguf = false;
 };
 
-LoadedModel load_any(const std::string& path) {
+LoadedModel load_any(const std::string& path, lowbit::Tables tables = lowbit::Tables::resident) {
   LoadedModel r;
   struct stat st;
   r.is_dir = ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
@@ -138,7 +138,7 @@ LoadedModel load_any(const std::string& path) {
     r.gguf = lowbit::load_gguf(path);
     r.model = std::move(r.gguf.model);
   } else {
-    r.model = lowbit::load_model(path);
+    r.model = lowbit::load_model(path, tables);
   }
   return r;
 }
@@ -204,7 +204,8 @@ int cmd_quantize(const Args& a) {
   if (spec.wbits < 2 || spec.wbits > 8) lowbit::fail("--wbits ", spec.wbits, " is not supported (2..8)");
   lowbit::validate(spec);
   if (a.has("save-trans") && !transforms) lowbit::fail("--save-trans needs a method with a transform (awq, awq+gptq)");
-  LoadedModel lm = load_any(model_path);
+  // without --eval the classifier is never used: a Hugging Face model's tables stay in the mapped file
+  LoadedModel lm = load_any(model_path, a.has("eval") ? lowbit::Tables::resident : lowbit::Tables::deferred);
   const lowbit::Model& m = lm.model;
   lowbit::Windows calib;
   if (calibrated) {
@@ -231,6 +232,12 @@ int cmd_quantize(const Args& a) {
   mo.gptq.static_groups = a.has("static-groups");
   if (a.has("percdamp")) mo.gptq.percdamp = std::stod(a.get("percdamp"));
   mo.awq.duo_scaling = a.has("duo-scaling");
+  if (a.has("awq-scoring")) {
+    const std::string sc = a.get("awq-scoring");
+    if (sc == "module") mo.awq.scoring = lowbit::AwqScoring::module_output;
+    else if (sc == "gram") mo.awq.scoring = lowbit::AwqScoring::gram;
+    else usage("--awq-scoring must be module (the reference) or gram");
+  }
   mo.awq.clip = !a.has("no-clip");
   mo.awq.symmetric_clip = !a.has("asym-clip");
   lowbit::PipelineOptions opt;
@@ -301,7 +308,7 @@ int main(int argc, char** argv) {
       return cmd_quantize(parse(argc, argv, 2,
                                 {"sym", "ragged", "act-order", "static-groups", "duo-scaling", "no-clip", "asym-clip", "json", "quiet"},
                                 {"model", "method", "spec", "wbits", "group", "grid", "percdamp", "calib", "nsamples", "seqlen", "seed",
-                                 "calib-sampling", "save-fake", "save-trans", "save-scale", "save-clip", "load-scale",
+                                 "calib-sampling", "awq-scoring", "save-fake", "save-trans", "save-scale", "save-clip", "load-scale",
                                  "load-clip", "eval", "eval-seq-len", "eval-max-tokens", "tokenizer", "threads",
                                  "propagate"}));
     usage(("unknown subcommand '" + cmd + "'").c_str());

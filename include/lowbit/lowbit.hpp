@@ -4,6 +4,7 @@
 #include "config.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/gemm.hpp"
 #include "core/half.hpp"
 #include "core/matrix.hpp"
 #include "core/parallel.hpp"

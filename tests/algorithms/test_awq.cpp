@@ -177,3 +177,18 @@ TEST_CASE("the pipeline gives bitwise-identical models for 1 and 2 threads (RTN,
     REQUIRE(a.fake.blocks[0].q.W != fp.blocks[0].q.W);
   }
 }
+
+TEST_CASE("AWQ's Gram scoring is the reference loss for a single linear (fast mode)", "[awq]") {
+  std::mt19937 g(9);
+  std::normal_distribution<float> nd;
+  MatrixRM W(24, 64), X(300, 64);
+  for (Eigen::Index i = 0; i < W.size(); ++i) W.data()[i] = nd(g);
+  for (Eigen::Index i = 0; i < X.size(); ++i) X.data()[i] = nd(g) * (1.0f + 5.0f * float((i % 64) < 4));
+  const W4g32 q(32, Grid::minmax, false);
+  auto module = [&](const std::vector<MatrixRM>& Ws) -> MatrixRM { return X * Ws[0].transpose(); };
+  const AwqScaleResult ref = awq_search_scale(q, {&W}, awq_act_mean(X), module, X * W.transpose());
+  const AwqScaleResult fast = awq_search_scale_gram(q, {&W}, awq_act_mean(X), awq_gram(X), X.rows());
+  REQUIRE(fast.best_index == ref.best_index);
+  REQUIRE(fast.scales == ref.scales);
+  for (std::size_t i = 0; i < ref.losses.size(); ++i) REQUIRE(fast.losses[i] == Approx(ref.losses[i]).epsilon(1e-4));
+}

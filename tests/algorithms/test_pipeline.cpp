@@ -177,3 +177,29 @@ TEST_CASE("AWQ's clip search on the symmetric ggml grid equals a brute force wit
       REQUIRE(mx(r, gi) == best_mx);
     }
 }
+
+TEST_CASE("a Hugging Face model with deferred tables quantizes and saves like the resident one", "[data][pipeline][hf]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  const Stories s = stories(4, 64);
+  const std::string dir = std::string(LOWBIT_BUILD_DIR) + "/deferred_src";
+  save_hf(s.fp, dir);
+  const Model resident = load_hf(dir), deferred = load_hf(dir, Tables::deferred);
+  REQUIRE(deferred.tok_embeddings.size() == 0);
+  REQUIRE(deferred.embeddings_matrix() == resident.tok_embeddings);
+  REQUIRE_THROWS_WITH(deferred.classifier(), Catch::Contains("not loaded"));
+  const W4g32 q(32, Grid::gptq, true);
+  auto c1 = make_method_chain("gptq", q);
+  auto c2 = make_method_chain("gptq", q);
+  ModelSink a(resident);
+  const std::string out = std::string(LOWBIT_BUILD_DIR) + "/deferred_out";
+  HfSink file(deferred, out, Weights::fake_quantized);
+  quantize_model(resident, s.calib, c1, a);
+  quantize_model(deferred, s.calib, c2, file);
+  file.commit();
+  const Model back = load_hf(out);
+  REQUIRE(back.tok_embeddings == resident.tok_embeddings);
+  for (int i = 0; i < s.fp.cfg.n_layers; ++i) {
+    const Block x = back.load_block(i);
+    for (Role r : all_roles) REQUIRE(x.linear(r).W == a.fake.blocks[std::size_t(i)].linear(r).W);
+  }
+}

@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 #include <lowbit/core/error.hpp>
+#include <lowbit/core/gemm.hpp>
 #include <lowbit/core/parallel.hpp>
+#include <random>
 #include <vector>
 
 using namespace lowbit;
@@ -26,4 +28,19 @@ TEST_CASE("parallel_for visits every index once and rethrows the lowest-index er
     for (int h : chunks) REQUIRE(h == 1);
   }
   set_num_threads(2);
+}
+
+TEST_CASE("matmul_nt: the same bits for 1 and 2 threads on a long inner dimension, close to a double product", "[parallel][gemm]") {
+  std::mt19937 g(3);
+  std::normal_distribution<float> nd;
+  lowbit::MatrixRM A(300, 2048), B(96, 2048), C1, C2;
+  for (Eigen::Index i = 0; i < A.size(); ++i) A.data()[i] = nd(g);
+  for (Eigen::Index i = 0; i < B.size(); ++i) B.data()[i] = nd(g);
+  lowbit::set_num_threads(1);
+  lowbit::matmul_nt(A, B, C1);
+  lowbit::set_num_threads(2);
+  lowbit::matmul_nt(A, B, C2);
+  REQUIRE(C1 == C2);
+  const Eigen::MatrixXd ref = A.cast<double>() * B.cast<double>().transpose();
+  REQUIRE((C1.cast<double>() - ref).cwiseAbs().maxCoeff() <= 1e-3);
 }

@@ -27,8 +27,19 @@
 #include "../core/parallel.hpp"
 #include "../model/block.hpp"
 #include "../quant/quantizer.hpp"
+#include "gptq.hpp"
 
 namespace lowbit {
+
+// How a scale candidate is scored.
+//   module_output (the reference): mean((module(x; W) - module(x; W'))^2) over every token -- 20 module
+//     forwards per group;
+//   gram: sum over the group's linears of tr(dW G dW^T) / (tokens * outputs), G = X^T X computed once -- the
+//     mean squared error of the linears' own outputs (PaddleSlim's AWQSearch scores a single layer this way).
+//     For a single-linear group (v -> o, up -> down) it is the reference's loss exactly (up to rounding); for
+//     the attention and MLP groups it is a proxy that ignores what follows the linears.  Cost per candidate
+//     out * in^2 instead of tokens * in * out.
+enum class AwqScoring { module_output, gram };
 
 struct AwqOptions {
   int n_grid = 20;
@@ -38,6 +49,7 @@ struct AwqOptions {
   int clip_tokens = 512;      // tokens sampled (strided) for the clip search
   bool symmetric_clip = true; // the reference clips symmetrically even for asymmetric quantization
   bool clip = true;           // run the clip search (block level)
+  AwqScoring scoring = AwqScoring::module_output;
 };
 
 struct AwqScaleResult {
@@ -103,12 +115,11 @@ MatrixRM awq_scaled_fake_quant(const Q& q, const MatrixRM& W, const Eigen::Vecto
   return Ws;
 }
 
-// Grid search of the scales of one group of linears sharing an input.  `module(weights)` evaluates the
-// inspected module with the given weights (same order as `layers`) on the calibration input and returns its
-// output; y_fp is its output with the original weights.
-template <class Q, class Module>
-AwqScaleResult awq_search_scale(const Q& q, const std::vector<const MatrixRM*>& layers, const Eigen::VectorXf& x_mean,
-                                Module&& module, const MatrixRM& y_fp, const AwqOptions& o = {}) {
+// The grid search over ratios: score(candidate weights) is the loss of one candidate; the first strict minimum
+// wins.
+template <class Q, class Score>
+AwqScaleResult awq_grid_search(const Q& q, const std::vector<const MatrixRM*>& layers, const Eigen::VectorXf& x_mean,
+                               Score&& score, const AwqOptions& o) {
   AwqScaleResult res;
   const Eigen::VectorXf w_mean = o.duo_scaling ? awq_weight_mean(layers, q.group_size > 0 ? q.group_size : 0)
                                                : Eigen::VectorXf::Ones(x_mean.size());
@@ -118,13 +129,48 @@ AwqScaleResult awq_search_scale(const Q& q, const std::vector<const MatrixRM*>& 
     const Eigen::VectorXf s = awq_scales_for_ratio(x_mean, w_mean, r, o.duo_scaling);
     std::vector<MatrixRM> cand;
     for (const MatrixRM* W : layers) cand.push_back(awq_scaled_fake_quant(q, *W, s));
-    const MatrixRM y = module(cand);
-    const double loss = (y - y_fp).cast<double>().array().square().mean();
+    const double loss = score(cand);
     if (!std::isfinite(loss)) fail("AWQ: the scale search produced a non-finite loss at ratio ", r);
     res.losses.push_back(loss);
     if (loss < best) best = loss, res.best_index = i, res.scales = s;
   }
   return res;
+}
+
+// Grid search of the scales of one group of linears sharing an input (the reference's scoring).  `module(weights)`
+// evaluates the inspected module with the given weights (same order as `layers`) on the calibration input and
+// returns its output; y_fp is its output with the original weights.
+template <class Q, class Module>
+AwqScaleResult awq_search_scale(const Q& q, const std::vector<const MatrixRM*>& layers, const Eigen::VectorXf& x_mean,
+                                Module&& module, const MatrixRM& y_fp, const AwqOptions& o = {}) {
+  return awq_grid_search(q, layers, x_mean, [&](const std::vector<MatrixRM>& cand) {
+    const MatrixRM y = module(cand);
+    return (y - y_fp).cast<double>().array().square().mean();
+  }, o);
+}
+
+// X^T X of the group's input (float products per chunk of tokens, summed in double), for AwqScoring::gram.
+inline Eigen::MatrixXf awq_gram(const MatrixRM& X) {
+  Eigen::MatrixXd G = Eigen::MatrixXd::Zero(X.cols(), X.cols());
+  detail::add_gram(X, G);
+  return G.cast<float>();
+}
+
+// The same search scored with the Gram matrix G = X^T X of `tokens` tokens (AwqScoring::gram).
+template <class Q>
+AwqScaleResult awq_search_scale_gram(const Q& q, const std::vector<const MatrixRM*>& layers, const Eigen::VectorXf& x_mean,
+                                     const Eigen::MatrixXf& G, std::int64_t tokens, const AwqOptions& o = {}) {
+  Eigen::Index outs = 0;
+  for (const MatrixRM* W : layers) outs += W->rows();
+  return awq_grid_search(q, layers, x_mean, [&](const std::vector<MatrixRM>& cand) {
+    double loss = 0.0;
+    for (std::size_t k = 0; k < layers.size(); ++k) {
+      const MatrixRM dW = cand[k] - *layers[k];
+      const MatrixRM dWG = dW * G;  // [out, in]
+      loss += (dWG.array() * dW.array()).cast<double>().sum();
+    }
+    return loss / (double(tokens) * double(outs));
+  }, o);
 }
 
 // Clip search for one linear: returns max_val [rows, ngroups] (symmetric clip) -- or, with

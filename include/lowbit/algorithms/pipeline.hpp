@@ -6,8 +6,9 @@
 //                   quantized through the quantized block (or the output a step already computed)
 //                 hand the finished block -- float (transformed) weights, fake-quantized weights, quantized
 //                   linears, artifacts -- to the sink, and drop it
-// Peak memory = embeddings + the block (original, working, fake-quantized copies in fp32) + the calibration
-// activations of each chain carried + the step's statistics.  Progress and files live outside the loop
+// Peak memory = the calibration tokens' embeddings + the block in fp32 (the working copy; the original too when
+// the full-precision chain is carried; a separate fake-quantized copy only when a sink wants the transformed
+// weights) + the calibration activations of each chain carried + the step's statistics.  Progress and files live outside the loop
 // (the progress callback; sinks in algorithms/sinks.hpp).
 #pragma once
 
@@ -111,6 +112,9 @@ class BlockSink {
  public:
   virtual ~BlockSink() = default;
   virtual void block(const FinishedBlock& b) = 0;
+  // Whether it reads FinishedBlock::transformed; when no sink does, the loop builds the fake-quantized block in
+  // the working block's place (one block copy less in memory).
+  virtual bool wants_transformed() const { return false; }
 };
 
 struct Progress {
@@ -187,23 +191,30 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
     if (opt.progress)
       opt.progress({i, n, step, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
   };
+  const bool fp_chain = rep.carried[std::size_t(Chain::full_precision)];
+  const bool keep_transformed = sink.wants_transformed();
   for (int i = 0; i < n; ++i) {
-    const Block orig = m.load_block(i);
-    Block work = orig;
+    Block work = m.load_block(i);
+    const Block orig = fp_chain ? work : Block{};  // the full-precision chain runs the original block
     BlockJob job{m.cfg, i, n, L, work};
     for (int c = 0; c < 2; ++c)
       if (rep.carried[c]) job.inputs[std::size_t(c)] = &x[std::size_t(c)];
     job.step = [&](const std::string& s) { report(i, s); };
     for (std::size_t k = 0; k < chain.steps.size(); ++k) chain.steps[k]->run(job, reads[k]);
     std::array<QuantizedLinear, 7> ql;
-    Block fake = work;
+    Block fake_copy;
+    if (keep_transformed) {  // norms and biases as transformed; the linears' weights are replaced below
+      fake_copy.attn_norm = work.attn_norm, fake_copy.ffn_norm = work.ffn_norm;
+      for (Role r : all_roles) fake_copy.linear(r).b = work.linear(r).b;
+    }
+    Block& fake = keep_transformed ? fake_copy : work;
     for (Role r : all_roles) {
       auto& slot = job.quantized[std::size_t(r)];
       if (!slot) fail("block ", i, ": method chain '", chain.name, "' left ", to_string(r), " unquantized");
       ql[std::size_t(r)] = std::move(*slot);
       fake.linear(r).W = ql[std::size_t(r)].dequantize();
     }
-    if (rep.carried[std::size_t(Chain::full_precision)]) {
+    if (fp_chain) {
       report(i, "propagate fp");
       block_forward(m.cfg, orig, x[std::size_t(Chain::full_precision)], L);
     }

@@ -26,8 +26,11 @@ class ModelSink final : public BlockSink {
     fake.tok_embeddings = base.tok_embeddings;
     fake.final_norm = base.final_norm;
     fake.output = base.output;
+    fake.embedding_row = base.embedding_row;
+    fake.load_output = base.load_output;
     if (keep.transformed) transformed = fake;
   }
+  bool wants_transformed() const override { return keep_.transformed; }
   void block(const FinishedBlock& b) override {
     if (keep_.fake) fake.blocks.push_back(b.fake);
     if (keep_.transformed) transformed.blocks.push_back(b.transformed);
@@ -53,6 +56,7 @@ class HfSink final : public BlockSink {
          const std::map<std::string, std::string>& metadata = {})
       : w_(base, dir, dtype, metadata), which_(which) {}
   void block(const FinishedBlock& b) override { w_.block(b.index, which_ == Weights::fake_quantized ? b.fake : b.transformed); }
+  bool wants_transformed() const override { return which_ == Weights::transformed; }
   void commit() { w_.commit(); }
 
  private:
@@ -63,6 +67,11 @@ class HfSink final : public BlockSink {
 class SinkFan final : public BlockSink {
  public:
   void add(BlockSink* s) { sinks_.push_back(s); }
+  bool wants_transformed() const override {
+    for (const BlockSink* s : sinks_)
+      if (s->wants_transformed()) return true;
+    return false;
+  }
   void block(const FinishedBlock& b) override {
     for (BlockSink* s : sinks_) s->block(b);
   }

@@ -87,7 +87,11 @@ inline int int_key(const json::Value& cfg, const std::string& key, const std::st
 
 }  // namespace detail
 
-inline Model load_hf(const std::string& dir) {
+// Whether the embedding table and the classifier are converted to fp32 at load (resident; needed to evaluate)
+// or read from the mapped file when used (deferred: quantization, which reads a few embedding rows).
+enum class Tables { resident, deferred };
+
+inline Model load_hf(const std::string& dir, Tables tables = Tables::resident) {
   const std::string cfg_path = dir + "/config.json";
   const json::Value cfg = json::parse(read_text_file(cfg_path), cfg_path);
   if (!cfg.is_object()) fail(cfg_path, ": not a JSON object");
@@ -140,14 +144,33 @@ inline Model load_hf(const std::string& dir) {
     fail(dir, ": neither model.safetensors nor model.safetensors.index.json found");
   }
 
-  m.tok_embeddings.resize(c.vocab_size, c.dim);
-  shards->read("model.embed_tokens.weight", c.vocab_size, c.dim, m.tok_embeddings.data());
+  if (tables == Tables::resident) {
+    m.tok_embeddings.resize(c.vocab_size, c.dim);
+    shards->read("model.embed_tokens.weight", c.vocab_size, c.dim, m.tok_embeddings.data());
+  } else {
+    const TensorInfo& t = shards->check("model.embed_tokens.weight", c.vocab_size, c.dim);
+    const std::string path = shards->file_of("model.embed_tokens.weight").path();
+    m.embedding_row = [shards, t, path, c](int token, float* out) {
+      convert_to_float(t.dtype, t.data + std::size_t(token) * std::size_t(c.dim) * dtype_size(t.dtype), std::size_t(c.dim), out);
+      for (int k = 0; k < c.dim; ++k)
+        if (!std::isfinite(out[k])) fail(path, ": tensor 'model.embed_tokens.weight' has a non-finite value in row ", token);
+    };
+  }
   m.final_norm.resize(c.dim);
   shards->read("model.norm.weight", c.dim, 1, m.final_norm.data());
   if (!c.tied_embeddings) {
     if (!shards->has("lm_head.weight")) fail(dir, ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
-    m.output.resize(c.vocab_size, c.dim);
-    shards->read("lm_head.weight", c.vocab_size, c.dim, m.output.data());
+    if (tables == Tables::resident) {
+      m.output.resize(c.vocab_size, c.dim);
+      shards->read("lm_head.weight", c.vocab_size, c.dim, m.output.data());
+    } else {
+      shards->check("lm_head.weight", c.vocab_size, c.dim);
+      m.load_output = [shards, c] {
+        MatrixRM o(c.vocab_size, c.dim);
+        shards->read("lm_head.weight", c.vocab_size, c.dim, o.data());
+        return o;
+      };
+    }
   }
   // Every block tensor's presence, shape and dtype are checked now (headers only), not halfway through a run.
   auto name = [](int i, const char* t, const char* kind) { return "model.layers." + std::to_string(i) + "." + t + kind; };
@@ -234,9 +257,9 @@ class HfWriter {
       }
     }
     w_ = std::make_unique<SafetensorsWriter>(dir + "/model.safetensors", std::move(e), metadata);
-    put("model.embed_tokens.weight", m.tok_embeddings);
+    put("model.embed_tokens.weight", m.embeddings_matrix());  // converted one at a time when deferred
     put("model.norm.weight", m.final_norm);
-    if (!c.tied_embeddings) put("lm_head.weight", m.output);
+    if (!c.tied_embeddings) put("lm_head.weight", m.output_matrix());
   }
 
   void block(int i, const Block& b) {
@@ -246,10 +269,11 @@ class HfWriter {
     for (const LinearDesc& l : kLinears) {
       const Linear& L = b.linear(l.role);
       const bool perm = permute && l.rope;
-      put(name(i, l.hf, ".weight"), perm ? detail::interleaved_to_rotate_half(L.W, cfg_.head_dim()) : L.W);
-      if (has_bias(cfg_, l.role))
-        put(name(i, l.hf, ".bias"), perm ? MatrixRM(detail::interleaved_to_rotate_half(MatrixRM(L.b), cfg_.head_dim()))
-                                         : MatrixRM(L.b));
+      if (perm) put(name(i, l.hf, ".weight"), detail::interleaved_to_rotate_half(L.W, cfg_.head_dim()));
+      else put(name(i, l.hf, ".weight"), L.W);
+      if (!has_bias(cfg_, l.role)) continue;
+      if (perm) put(name(i, l.hf, ".bias"), detail::interleaved_to_rotate_half(MatrixRM(L.b), cfg_.head_dim()));
+      else put(name(i, l.hf, ".bias"), L.b);
     }
     ++next_;
   }
@@ -266,11 +290,8 @@ class HfWriter {
   static std::string name(int i, const char* t, const char* kind) {
     return "model.layers." + std::to_string(i) + "." + t + kind;
   }
-  template <class M>
-  void put(const std::string& n, const M& v) {
-    const MatrixRM m = v;  // row-major, contiguous
-    w_->write_floats(n, m.data(), std::size_t(m.size()));
-  }
+  void put(const std::string& n, const MatrixRM& m) { w_->write_floats(n, m.data(), std::size_t(m.size())); }
+  void put(const std::string& n, const Eigen::VectorXf& v) { w_->write_floats(n, v.data(), std::size_t(v.size())); }
 
   LlamaConfig cfg_;
   std::string dir_;

@@ -16,10 +16,12 @@
 
 namespace lowbit {
 
-inline Model load_model(const std::string& path) {
+// `tables`: Tables::deferred leaves a Hugging Face model's embedding table and classifier in the mapped file
+// (quantization); llama2.c and GGUF models load them resident either way.
+inline Model load_model(const std::string& path, Tables tables = Tables::resident) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) fail(path, ": no such file or directory");
-  if (S_ISDIR(st.st_mode)) return load_hf(path);
+  if (S_ISDIR(st.st_mode)) return load_hf(path, tables);
   char magic[4] = {};
   std::ifstream(path, std::ios::binary).read(magic, 4);
   if (std::memcmp(magic, "GGUF", 4) == 0) return load_gguf(path).model;

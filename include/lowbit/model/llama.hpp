@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/gemm.hpp"
 #include "../core/matrix.hpp"
 #include "block.hpp"
 #include "ops.hpp"
@@ -32,7 +33,27 @@ struct Model {
   Eigen::VectorXf final_norm;  // [dim]
   MatrixRM output;             // [vocab, dim]; empty when tied to tok_embeddings
 
-  const MatrixRM& classifier() const { return cfg.tied_embeddings ? tok_embeddings : output; }
+  // A mapped model may defer its tables (quantization reads only the calibration tokens' embedding rows and
+  // never runs the classifier): then tok_embeddings / output are empty and these read from the file.
+  std::function<void(int token, float* out)> embedding_row;
+  std::function<MatrixRM()> load_output;
+
+  const MatrixRM& classifier() const {
+    const MatrixRM& c = cfg.tied_embeddings ? tok_embeddings : output;
+    if (c.size() == 0) fail("the model's classifier was not loaded (tables deferred): load it resident to evaluate");
+    return c;
+  }
+  // The embedding table and the untied classifier as matrices, converted from the file when deferred.
+  MatrixRM embeddings_matrix() const {
+    if (tok_embeddings.size() || !embedding_row) return tok_embeddings;
+    MatrixRM e(cfg.vocab_size, cfg.dim);
+    for (int t = 0; t < cfg.vocab_size; ++t) embedding_row(t, e.row(t).data());
+    return e;
+  }
+  MatrixRM output_matrix() const {
+    if (cfg.tied_embeddings) return MatrixRM();
+    return output.size() || !load_output ? output : load_output();
+  }
   bool resident() const { return !blocks.empty(); }
   // Loads every mapped block into `blocks` (tests and small models; the quantization pipeline streams instead).
   void make_resident() {
@@ -145,7 +166,9 @@ inline MatrixRM embed(const Model& m, const std::vector<int>& tokens) {
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] >= m.cfg.vocab_size)
       fail("token id ", tokens[i], " at position ", i, " is outside the vocabulary (", m.cfg.vocab_size, ")");
-    x.row(Eigen::Index(i)) = m.tok_embeddings.row(tokens[i]);
+    if (m.tok_embeddings.size()) x.row(Eigen::Index(i)) = m.tok_embeddings.row(tokens[i]);
+    else if (m.embedding_row) m.embedding_row(tokens[i], x.row(Eigen::Index(i)).data());
+    else fail("the model has no embedding table");
   }
   return x;
 }
@@ -154,8 +177,8 @@ inline MatrixRM embed(const Model& m, const std::vector<int>& tokens) {
 inline MatrixRM logits_from_hidden(const Model& m, const MatrixRM& x) {
   MatrixRM xn;
   rmsnorm(x, m.final_norm, m.cfg.norm_eps, xn);
-  MatrixRM out(xn.rows(), m.cfg.vocab_size);
-  out.noalias() = xn * m.classifier().transpose();
+  MatrixRM out;
+  matmul_nt(xn, m.classifier(), out);
   return out;
 }
 

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../core/gemm.hpp"
 #include "../core/matrix.hpp"
 #include "../core/parallel.hpp"
 #include "block.hpp"
@@ -33,7 +34,7 @@ inline void rmsnorm(ConstMatrixRef x, const Eigen::VectorXf& w, float eps, Matri
 }
 
 inline void linear(ConstMatrixRef in, const Linear& lin, MatrixRM& out) {
-  out.noalias() = in * lin.W.transpose();  // [T, in] x [in, out]
+  matmul_nt(in, lin.W, out);  // [T, in] x [in, out], the same bits for any thread count
   if (lin.b.size()) out.rowwise() += lin.b.transpose();
 }
 

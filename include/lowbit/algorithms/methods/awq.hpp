@@ -64,19 +64,23 @@ AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, in
       const Eigen::VectorXf xm = awq_act_mean(x);
       std::vector<const MatrixRM*> layers;
       for (Role r : g.linears) layers.push_back(&orig.linear(r).W);
-      // the module whose output the loss compares: what follows the previous op up to the block's next sum
-      auto module = [&](const std::vector<MatrixRM>& W) -> MatrixRM {
-        Block c = orig;
-        for (std::size_t k = 0; k < g.linears.size(); ++k) c.linear(g.linears[k]).W = W[k];
-        if (g.prev.is_norm()) return g.prev.norm == NormRole::attn ? attention_forward(cfg, c, x, L) : mlp_forward(c, x);
-        MatrixRM y;
-        linear(x, c.linear(g.linears[0]), y);
-        return y;
-      };
-      std::vector<MatrixRM> fp;
-      for (Role r : g.linears) fp.push_back(orig.linear(r).W);
-      const MatrixRM y_fp = module(fp);
-      AwqScaleResult sr = awq_search_scale(q, layers, xm, module, y_fp, o);
+      AwqScaleResult sr;
+      if (o.scoring == AwqScoring::gram) {
+        sr = awq_search_scale_gram(q, layers, xm, awq_gram(x), x.rows(), o);
+      } else {
+        // the module whose output the loss compares: what follows the previous op up to the block's next sum
+        auto module = [&](const std::vector<MatrixRM>& W) -> MatrixRM {
+          Block c = orig;
+          for (std::size_t k = 0; k < g.linears.size(); ++k) c.linear(g.linears[k]).W = W[k];
+          if (g.prev.is_norm()) return g.prev.norm == NormRole::attn ? attention_forward(cfg, c, x, L) : mlp_forward(c, x);
+          MatrixRM y;
+          linear(x, c.linear(g.linears[0]), y);
+          return y;
+        };
+        std::vector<MatrixRM> fp;
+        for (Role r : g.linears) fp.push_back(orig.linear(r).W);
+        sr = awq_search_scale(q, layers, xm, module, module(fp), o);
+      }
       s = sr.scales;
       res.x_mean[g.key] = xm;
       res.searches[g.key] = std::move(sr);

@@ -31,7 +31,7 @@ class GptqMethod final : public BlockMethod<Q> {
       job.step(std::string("gptq ") + to_string(g.linears[0]));
       HessianAccumulator acc(in.cols());
       acc.add_batch(in, samples);
-      const Eigen::MatrixXd H = acc.hessian();
+      const Eigen::MatrixXd H = std::move(acc).hessian();
       for (Role r : g.linears) {
         GptqResult res = gptq_quantize(q_, job.block.linear(r).W, H, o_, job.where(r));
         QuantizedLinear ql;
