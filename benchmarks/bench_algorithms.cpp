@@ -48,6 +48,29 @@ void BM_eigen_gemm_4096x128x4096(benchmark::State& st) {
   st.counters["FLOP/s"] = benchmark::Counter(2.0 * 4096 * 128 * 4096, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The Hessian of one 4096-wide layer from 2,048 calibration rows (the side-by-side case), and the same
+// product as one double GEMM (the way lowbit accumulated before: X cast to double, rank update in double).
+void BM_hessian_4096_rows2048(benchmark::State& st) {
+  const lowbit::MatrixRM X = rnd(2048, 4096, 9, 1.0f);
+  for (auto _ : st) {
+    lowbit::HessianAccumulator acc(4096);
+    acc.add_batch(X, 4);
+    benchmark::DoNotOptimize(std::move(acc).hessian().data());
+  }
+  st.counters["FLOP/s"] = benchmark::Counter(2.0 * 2048 * 4096 * 4096, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_hessian_4096_rows2048_double(benchmark::State& st) {
+  const lowbit::MatrixRM X = rnd(2048, 4096, 9, 1.0f);
+  for (auto _ : st) {
+    Eigen::MatrixXd H = Eigen::MatrixXd::Zero(4096, 4096);
+    const Eigen::MatrixXd Xd = X.cast<double>();
+    H.selfadjointView<Eigen::Lower>().rankUpdate(Xd.transpose());
+    benchmark::DoNotOptimize(H.data());
+  }
+  st.counters["FLOP/s"] = benchmark::Counter(2.0 * 2048 * 4096 * 4096, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_gptq_4096_w4g128(benchmark::State& st) {
   const lowbit::MatrixRM W = rnd(4096, 4096, 3, 0.02f);
   const Eigen::MatrixXd& H = hessian4096();
@@ -83,6 +106,8 @@ void BM_awq_block_tinyllama(benchmark::State& st) {
 
 BENCHMARK(BM_eigen_gemm_4096x128x4096)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_gptq_4096_w4g128)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_hessian_4096_rows2048)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_hessian_4096_rows2048_double)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_awq_block_tinyllama)->Args({16, 512})->Args({128, 512})->UseRealTime()->Unit(benchmark::kSecond)->Iterations(1);
 
 BENCHMARK_MAIN();

@@ -3,10 +3,11 @@
 //   peak_memory write DIR [tinyllama|llama2-7b]   writes a sharded HF folder of that shape with random weights
 //                                                 (uniform in +-0.05, about LLaMA's weight scale; norms 1)
 //   peak_memory eval DIR [L]                      NLL of one window of L tokens (default 512); peak RSS
-//   peak_memory quantize DIR rtn|gptq OUT [N L]   W4 g128 (GPTQ: its grid, N x L random calibration tokens,
+//   peak_memory quantize DIR rtn|gptq OUT [N L [B]]  W4 g128 (GPTQ: its grid, N x L random calibration tokens,
 //                                                 default 16 x 512), the fake-quantized model written to OUT as
 //                                                 fp16; peak RSS and peak anonymous memory (RssAnon of
-//                                                 /proc/self/status, sampled every 10 ms), time per stage
+//                                                 /proc/self/status, sampled every 10 ms), time per stage;
+//                                                 B > 0: only the first B blocks (same peak, time x n_layers / B)
 //   peak_memory disk DIR GB                       sequential write (fsync) and read (page cache dropped for the
 //                                                 file) bandwidth of a GB-sized file in DIR: the roofline of
 //                                                 streaming quantization
@@ -178,10 +179,13 @@ int eval_model(const std::string& dir, int L) {
   return 0;
 }
 
-int quantize_model(const std::string& dir, const std::string& method, const std::string& out, int n, int L) {
+int quantize_model(const std::string& dir, const std::string& method, const std::string& out, int n, int L, int blocks) {
   MemorySampler mem;
   const auto t0 = Clock::now();
-  const lowbit::Model m = lowbit::load_hf(dir, lowbit::Tables::deferred);
+  lowbit::Model m = lowbit::load_hf(dir, lowbit::Tables::deferred);
+  // the first `blocks` blocks only (a smaller model of the same width): every block has the same shape, so the
+  // peak memory is the full model's and the time scales by n_layers / blocks
+  if (blocks > 0 && blocks < m.cfg.n_layers) m.cfg.n_layers = blocks;
   const double t_load = since(t0);
   lowbit::Windows calib;
   if (method != "rtn") {
@@ -219,8 +223,8 @@ int quantize_model(const std::string& dir, const std::string& method, const std:
   const double total = since(t0);
   mem.stop();
   const double in_bytes = dir_bytes(dir), out_bytes = dir_bytes(out);
-  std::printf("%s W4 g128 of %s (%.2f GB fp16) -> %s (%.2f GB fp16), %d threads\n", method.c_str(), dir.c_str(),
-              in_bytes / 1e9, out.c_str(), out_bytes / 1e9, lowbit::max_threads());
+  std::printf("%s W4 g128 of %s (%.2f GB fp16; %d blocks quantized) -> %s (%.2f GB fp16), %d threads\n", method.c_str(),
+              dir.c_str(), in_bytes / 1e9, m.cfg.n_layers, out.c_str(), out_bytes / 1e9, lowbit::max_threads());
   std::printf("wall %.1f s (load %.1f, block loop incl. streaming writes %.1f, commit %.1f); %.2f GB/s read+written\n",
               total, t_load, t_quant, t_commit, (in_bytes + out_bytes) / 1e9 / total);
   std::printf("peak RSS %.2f GiB (sampled %.2f), peak RssAnon %.2f GiB\n", peak_rss_gib(), mem.rss_gib(), mem.anon_gib());
@@ -264,9 +268,10 @@ int main(int argc, char** argv) {
     if (argc >= 3 && cmd == "write") return write_model(argv[2], argc > 3 ? argv[3] : "tinyllama");
     if (argc >= 3 && cmd == "eval") return eval_model(argv[2], argc > 3 ? std::atoi(argv[3]) : 512);
     if (argc >= 5 && cmd == "quantize")
-      return quantize_model(argv[2], argv[3], argv[4], argc > 5 ? std::atoi(argv[5]) : 16, argc > 6 ? std::atoi(argv[6]) : 512);
+      return quantize_model(argv[2], argv[3], argv[4], argc > 5 ? std::atoi(argv[5]) : 16, argc > 6 ? std::atoi(argv[6]) : 512,
+                            argc > 7 ? std::atoi(argv[7]) : 0);
     if (argc >= 4 && cmd == "disk") return disk(argv[2], std::atof(argv[3]));
-    std::fprintf(stderr, "usage: peak_memory write DIR [tinyllama|llama2-7b] | eval DIR [L] | quantize DIR rtn|gptq OUT [N L] | disk DIR GB\n");
+    std::fprintf(stderr, "usage: peak_memory write DIR [tinyllama|llama2-7b] | eval DIR [L] | quantize DIR rtn|gptq OUT [N L [B]] | disk DIR GB\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());

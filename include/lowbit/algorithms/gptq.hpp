@@ -189,11 +189,11 @@ MatrixRM gptq_inverse_factor(const Eigen::MatrixXd& H, const GptqOptions& o, Gpt
   using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   const double mean_diag = H.diagonal().mean();
   const Eigen::Index n = H.rows();
-  Mat Hrev(n, n);  // J H J
-  for_each_tiled(n, n, [&](Eigen::Index i, Eigen::Index j) { Hrev(i, j) = Scalar(H(n - 1 - i, n - 1 - j)); });
+
   double pd = o.percdamp;
   for (int attempt = 0;; ++attempt) {
-    Mat Kinv = Hrev;
+    Mat Kinv(n, n);  // J H J, rebuilt for every try (no second n x n copy is kept)
+    for_each_tiled(n, n, [&](Eigen::Index i, Eigen::Index j) { Kinv(i, j) = Scalar(H(n - 1 - i, n - 1 - j)); });
     Kinv.diagonal().array() += Scalar(pd * mean_diag);
     if (cholesky_lower_inplace(Kinv)) {
       invert_lower_triangular<Mat>(Kinv);  // K^-1, lower triangular

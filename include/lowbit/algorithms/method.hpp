@@ -47,6 +47,9 @@ struct BlockJob {
   std::optional<MatrixRM> quantized_output;          // the quantized chain's output, when a step computed it
   BlockArtifacts artifacts;
   std::function<void(const std::string&)> step;      // progress: names the step now running
+  // Whether the float weights must survive the quantizing step (a sink reads the transformed block); when not,
+  // a quantizing step may overwrite them with their quantized values (GPTQ then needs no block copy).
+  bool keep_float_weights = true;
 
   const MatrixRM& input(Chain c) const {
     const MatrixRM* x = inputs[static_cast<std::size_t>(c)];

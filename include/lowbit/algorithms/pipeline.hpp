@@ -200,6 +200,7 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
     for (int c = 0; c < 2; ++c)
       if (rep.carried[c]) job.inputs[std::size_t(c)] = &x[std::size_t(c)];
     job.step = [&](const std::string& s) { report(i, s); };
+    job.keep_float_weights = keep_transformed;
     for (std::size_t k = 0; k < chain.steps.size(); ++k) chain.steps[k]->run(job, reads[k]);
     std::array<QuantizedLinear, 7> ql;
     Block fake_copy;

@@ -62,9 +62,13 @@ struct HfShards {
 
   void read(const std::string& name, std::int64_t rows, std::int64_t cols, float* out) const {
     const TensorInfo& t = check(name, rows, cols);
-    convert_to_float(t.dtype, t.data, std::size_t(rows * cols), out);
-    for (std::int64_t i = 0; i < rows * cols; ++i)
-      if (!std::isfinite(out[i])) fail(file_of(name).path(), ": tensor '", name, "' has a non-finite value at element ", i);
+    // converted and checked in parallel chunks (the first bad element is reported, whatever the thread count)
+    constexpr std::int64_t kChunk = 1 << 16;
+    parallel_for_chunks(rows * cols, kChunk, [&](std::int64_t c0, std::int64_t c1) {
+      convert_to_float(t.dtype, t.data + std::size_t(c0) * dtype_size(t.dtype), std::size_t(c1 - c0), out + c0);
+      for (std::int64_t i = c0; i < c1; ++i)
+        if (!std::isfinite(out[i])) fail(file_of(name).path(), ": tensor '", name, "' has a non-finite value at element ", i);
+    });
   }
   bool has(const std::string& name) const { return where.count(name) != 0; }
 };

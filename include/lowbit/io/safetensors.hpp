@@ -21,6 +21,8 @@
 
 #include "../core/dtype.hpp"
 #include "../core/error.hpp"
+#include "../core/half.hpp"
+#include "../core/parallel.hpp"
 #include "atomic_file.hpp"
 #include "json.hpp"
 #include "mapped_file.hpp"
@@ -249,10 +251,12 @@ class SafetensorsWriter {
   void write_floats(const std::string& name, const float* data, std::size_t count) {
     if (next_ < entries_.size() && entries_[next_].dtype == DType::f16) {
       buf_.resize(count * 2);
-      for (std::size_t i = 0; i < count; ++i) {
-        const std::uint16_t h = float_to_half_bits(data[i]);
-        std::memcpy(buf_.data() + 2 * i, &h, 2);
-      }
+      parallel_for_chunks(std::int64_t(count), 1 << 16, [&](std::int64_t c0, std::int64_t c1) {
+        for (std::int64_t i = c0; i < c1; ++i) {
+          const std::uint16_t h = float_to_half_bits(data[i]);
+          std::memcpy(buf_.data() + 2 * i, &h, 2);
+        }
+      });
       write(name, buf_.data(), buf_.size());
     } else {
       write(name, data, count * 4);

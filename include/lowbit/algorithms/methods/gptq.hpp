@@ -23,7 +23,11 @@ class GptqMethod final : public BlockMethod<Q> {
   const MethodInfo& info() const override { return gptq_info(); }
 
   void run(BlockJob& job, Chain chain) override {
-    Block cur = job.block;  // its linears are replaced by their quantized values as the forward goes
+    // The block whose linears are replaced by their quantized values as the forward goes: the job's own when
+    // its float weights are not needed afterwards, else a copy.
+    Block copy;
+    if (job.keep_float_weights) copy = job.block;
+    Block& cur = job.keep_float_weights ? copy : job.block;
     MatrixRM x = job.input(chain);
     const std::int64_t samples = x.rows() / job.L;
     block_forward_staged(job.cfg, cur, x, job.L, nullptr, [&](int subset, const MatrixRM& in) {
@@ -33,7 +37,7 @@ class GptqMethod final : public BlockMethod<Q> {
       acc.add_batch(in, samples);
       const Eigen::MatrixXd H = std::move(acc).hessian();
       for (Role r : g.linears) {
-        GptqResult res = gptq_quantize(q_, job.block.linear(r).W, H, o_, job.where(r));
+        GptqResult res = gptq_quantize(q_, cur.linear(r).W, H, o_, job.where(r));
         QuantizedLinear ql;
         ql.bits = Q::bits;
         ql.symmetric = Q::symmetric;
