@@ -49,7 +49,7 @@ struct Args {
                "       lowbit quantize --model PATH --method rtn|awq|gptq|awq+gptq (--spec w4a16g128[-sym][-ragged][-grid] |\n"
                "                   --wbits B [--group G] [--sym] [--ragged])\n"
                "                   [--grid minmax|gptq|omniquant] [--act-order] [--static-groups] [--percdamp P]\n"
-               "                   [--duo-scaling] [--awq-scoring module|gram] [--no-clip] [--asym-clip] [--propagate fp|quant]\n"
+               "                   [--duo-scaling] [--awq-scoring fast|module|gram] [--awq-scale-tokens N] [--no-clip] [--asym-clip] [--propagate fp|quant]\n"
                "                   [--calib FILE --nsamples N --seqlen L\n"
                "                   --seed S --calib-sampling random|sequential] [--save-fake DIR] [--save-trans DIR]\n"
                "                   [--save-scale F] [--save-clip F] [--load-scale F] [--load-clip F] [--eval FILE\n"
@@ -235,9 +235,11 @@ int cmd_quantize(const Args& a) {
   if (a.has("awq-scoring")) {
     const std::string sc = a.get("awq-scoring");
     if (sc == "module") mo.awq.scoring = lowbit::AwqScoring::module_output;
+    else if (sc == "fast") mo.awq.scoring = lowbit::AwqScoring::fast;
     else if (sc == "gram") mo.awq.scoring = lowbit::AwqScoring::gram;
-    else usage("--awq-scoring must be module (the reference) or gram");
+    else usage("--awq-scoring must be module (the reference), fast or gram");
   }
+  if (a.has("awq-scale-tokens")) mo.awq.scale_tokens = std::stoi(a.get("awq-scale-tokens"));
   mo.awq.clip = !a.has("no-clip");
   mo.awq.symmetric_clip = !a.has("asym-clip");
   lowbit::PipelineOptions opt;
@@ -308,7 +310,7 @@ int main(int argc, char** argv) {
       return cmd_quantize(parse(argc, argv, 2,
                                 {"sym", "ragged", "act-order", "static-groups", "duo-scaling", "no-clip", "asym-clip", "json", "quiet"},
                                 {"model", "method", "spec", "wbits", "group", "grid", "percdamp", "calib", "nsamples", "seqlen", "seed",
-                                 "calib-sampling", "awq-scoring", "save-fake", "save-trans", "save-scale", "save-clip", "load-scale",
+                                 "calib-sampling", "awq-scoring", "awq-scale-tokens", "save-fake", "save-trans", "save-scale", "save-clip", "load-scale",
                                  "load-clip", "eval", "eval-seq-len", "eval-max-tokens", "tokenizer", "threads",
                                  "propagate"}));
     usage(("unknown subcommand '" + cmd + "'").c_str());

@@ -27,7 +27,9 @@ TEST_CASE("AWQ on stories260K block 0 reproduces llm-awq (scales, losses, clips,
   Block b = m.blocks[0];
   for (auto& [r, name] : kName) REQUIRE(b.linear(r).W == f.matrix("w_orig." + name + ".weight"));
   const W4g32 q(32, Grid::minmax, true);
-  const AwqBlockResult res = awq_block(m.cfg, b, X, 256, q, AwqOptions{});
+  AwqOptions reference;
+  reference.scoring = AwqScoring::module_output;  // the reference's loss on every token, for the loss history
+  const AwqBlockResult res = awq_block(m.cfg, b, X, 256, q, reference);
   REQUIRE(res.scales.size() == 3);  // v -> o skipped under GQA
   for (auto& [mine, ref] : kPrev) {
     INFO(ref);
@@ -191,4 +193,53 @@ TEST_CASE("AWQ's Gram scoring is the reference loss for a single linear (fast mo
   REQUIRE(fast.best_index == ref.best_index);
   REQUIRE(fast.scales == ref.scales);
   for (std::size_t i = 0; i < ref.losses.size(); ++i) REQUIRE(fast.losses[i] == Approx(ref.losses[i]).epsilon(1e-4));
+}
+
+TEST_CASE("sample_sequences keeps whole, evenly strided sequences", "[awq]") {
+  MatrixRM X(10 * 4, 3);
+  for (Eigen::Index i = 0; i < X.rows(); ++i) X.row(i).setConstant(float(i));
+  const MatrixRM s = sample_sequences(X, 4, 9);  // ceil(9 / 4) = 3 sequences, every 10 / 3 = 3rd: 0, 3, 6
+  REQUIRE(s.rows() == 12);
+  for (int k = 0; k < 3; ++k)
+    for (int t = 0; t < 4; ++t) REQUIRE(s(k * 4 + t, 1) == float(k * 3 * 4 + t));
+  REQUIRE(sample_sequences(X, 4, 0) == X);
+  REQUIRE(sample_sequences(X, 4, 1000) == X);
+  REQUIRE(sample_sequences(X, 4, 1).rows() == 4);
+  REQUIRE_THROWS_WITH(sample_sequences(X, 7, 8), Catch::Contains("not whole sequences"));
+}
+
+TEST_CASE("AWQ's fast scoring on every token chooses the reference's scales, and its capture forward is the block's output",
+          "[data][awq]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  const Model m = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
+  const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32"));
+  const std::vector<int> toks(ids.begin(), ids.begin() + 16 * 128);
+  const MatrixRM X = embed(m, toks);
+  const W4g32 q(32, Grid::minmax, true);
+  AwqOptions ref, fast_all, fast_sampled;
+  ref.scoring = AwqScoring::module_output;
+  fast_all.scoring = fast_sampled.scoring = AwqScoring::fast;
+  fast_all.scale_tokens = 0;        // module loss on every token for the norm groups, Gram for the single linears
+  fast_sampled.scale_tokens = 512;  // 4 of the 16 sequences
+  for (int blk : {0, 3}) {
+    Block b1 = m.blocks[std::size_t(blk)], b2 = b1, b3 = b1;
+    MatrixRM out;
+    const AwqBlockResult r1 = awq_block(m.cfg, b1, X, 128, q, ref);
+    const AwqBlockResult r2 = awq_block(m.cfg, b2, X, 128, q, fast_all, {}, &out);
+    const AwqBlockResult r3 = awq_block(m.cfg, b3, X, 128, q, fast_sampled);
+    INFO("block " << blk);
+    for (const auto& [key, sr] : r1.searches) {
+      INFO(key);
+      REQUIRE(r2.searches.at(key).best_index == sr.best_index);
+      REQUIRE(r2.scales.at(key) == r1.scales.at(key));
+      for (std::size_t i = 0; i < sr.losses.size(); ++i) REQUIRE(r2.searches.at(key).losses[i] == Approx(sr.losses[i]).epsilon(1e-3));
+      // sampling changes the norm groups' losses, not the single linears' (scored on every token by the Gram)
+      if (key == "up_proj") REQUIRE(r3.searches.at(key).losses == r2.searches.at(key).losses);
+      else REQUIRE(r3.searches.at(key).losses != r2.searches.at(key).losses);
+    }
+    for (Role r : all_roles) REQUIRE(b2.linear(r).W == b1.linear(r).W);
+    MatrixRM y = X;
+    block_forward(m.cfg, m.blocks[std::size_t(blk)], y, 128);
+    REQUIRE(out == y);  // bit for bit: the pipeline moves the full-precision chain on with it
+  }
 }

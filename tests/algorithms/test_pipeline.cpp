@@ -90,7 +90,7 @@ TEST_CASE("awq+gptq in one run equals GPTQ run on AWQ's transformed model", "[da
   REQUIRE_FALSE(plain.fake.blocks[0].down.W == one.fake.blocks[0].down.W);
 }
 
-TEST_CASE("a mapped model streams block by block to the same result; the streamed folder equals the saved one", "[data][pipeline]") {
+TEST_CASE("a mapped model streams block by block to the same result, and the streamed folder equals the saved one", "[data][pipeline]") {
   LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
   const Stories s = stories(4, 64);
   Model mapped = s.fp;

@@ -19,7 +19,7 @@ std::vector<std::uint8_t> naive_pack(const std::vector<std::uint8_t>& codes, int
 }
 }  // namespace
 
-TEST_CASE("pack/unpack round-trips every width and length; layout matches the naive bit stream", "[pack]") {
+TEST_CASE("pack/unpack round-trips every width and length, and the layout matches the naive bit stream", "[pack]") {
   std::mt19937 rng(42);
   for (int bits : {2, 3, 4, 5, 6, 7, 8})
     for (std::size_t n : {0, 1, 2, 3, 7, 8, 9, 10, 11, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000, 4095}) {

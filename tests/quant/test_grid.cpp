@@ -40,7 +40,7 @@ TEST_CASE("minmax symmetric: s = absmax/7, codes 1..15 (AutoAWQ / LLMC)", "[grid
   REQUIRE(y(0, 3) == 7.0f);
 }
 
-TEST_CASE("gptq grid: range includes 0; symmetric uses 2*absmax/15 with z = 8", "[grid]") {
+TEST_CASE("gptq grid: range includes 0, symmetric uses 2*absmax/15 with z = 8", "[grid]") {
   QuantParams P;
   fq_row(A4{Grid::gptq}, {1.0f, 3.75f}, &P);  // range widened to [0, 3.75]
   REQUIRE(P.scale(0, 0) == 0.25f);
@@ -58,7 +58,7 @@ TEST_CASE("gptq grid: range includes 0; symmetric uses 2*absmax/15 with z = 8", 
   REQUIRE(P.zero(0, 0) == std::nearbyint(1.0f / (2.0f / 15)));
 }
 
-TEST_CASE("omniquant grid: symmetric z = 7 reaches +8; asymmetric zero is not clamped", "[grid]") {
+TEST_CASE("omniquant grid: symmetric z = 7 reaches +8, asymmetric zero is not clamped", "[grid]") {
   QuantParams P;
   MatrixRM y = fq_row(S4{Grid::omniquant}, {-7.0f, 7.0f, 8.0f}, &P);
   REQUIRE(P.scale(0, 0) == Approx(8.0f / 7));  // absmax 8

@@ -24,22 +24,25 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../model/block.hpp"
 #include "../quant/quantizer.hpp"
-#include "gptq.hpp"
 
 namespace lowbit {
 
 // How a scale candidate is scored.
 //   module_output (the reference): mean((module(x; W) - module(x; W'))^2) over every token -- 20 module
 //     forwards per group;
+//   fast: a single-linear group (v -> o, up -> down) by the Gram matrix below -- the reference's loss exactly, up
+//     to rounding -- and the attention and MLP groups by the reference's module loss on a strided sample of whole
+//     sequences (AwqOptions::scale_tokens tokens) instead of every token;
 //   gram: sum over the group's linears of tr(dW G dW^T) / (tokens * outputs), G = X^T X computed once -- the
 //     mean squared error of the linears' own outputs (PaddleSlim's AWQSearch scores a single layer this way).
-//     For a single-linear group (v -> o, up -> down) it is the reference's loss exactly (up to rounding); for
-//     the attention and MLP groups it is a proxy that ignores what follows the linears.  Cost per candidate
-//     out * in^2 instead of tokens * in * out.
-enum class AwqScoring { module_output, gram };
+//     For a single-linear group it is the reference's loss exactly (up to rounding); for the attention and MLP
+//     groups it is a proxy that ignores what follows the linears.  Cost per candidate out * in^2 instead of
+//     tokens * in * out.
+enum class AwqScoring { module_output, fast, gram };
 
 struct AwqOptions {
   int n_grid = 20;
@@ -49,7 +52,8 @@ struct AwqOptions {
   int clip_tokens = 512;      // tokens sampled (strided) for the clip search
   bool symmetric_clip = true; // the reference clips symmetrically even for asymmetric quantization
   bool clip = true;           // run the clip search (block level)
-  AwqScoring scoring = AwqScoring::module_output;
+  AwqScoring scoring = AwqScoring::fast;  // module_output: the reference (docs/benchmarks.md compares them)
+  int scale_tokens = 4096;    // AwqScoring::fast: tokens (whole sequences, strided) the module loss is scored on
 };
 
 struct AwqScaleResult {
@@ -152,7 +156,7 @@ AwqScaleResult awq_search_scale(const Q& q, const std::vector<const MatrixRM*>& 
 // X^T X of the group's input (float products per chunk of tokens, summed in double), for AwqScoring::gram.
 inline Eigen::MatrixXf awq_gram(const MatrixRM& X) {
   Eigen::MatrixXd G = Eigen::MatrixXd::Zero(X.cols(), X.cols());
-  detail::add_gram(X, G);
+  add_gram(X, G);
   return G.cast<float>();
 }
 
@@ -225,6 +229,19 @@ inline void apply_clip(MatrixRM& W, const MatrixRM& max_val, Eigen::Index group,
       const float hi = max_val(r, g), lo = min_val ? (*min_val)(r, g) : -hi;
       for (Eigen::Index c = c0; c < c0 + n; ++c) W(r, c) = std::min(std::max(W(r, c), lo), hi);
     }
+}
+
+// Every `step`-th whole sequence of length L, at least one and at most ceil(max_tokens / L) of them (all when
+// max_tokens <= 0 or the input is no longer).
+inline MatrixRM sample_sequences(const MatrixRM& X, int L, int max_tokens) {
+  if (L <= 0 || X.rows() % L != 0) fail("AWQ: ", X.rows(), " tokens are not whole sequences of ", L);
+  const Eigen::Index n_seq = X.rows() / L;
+  const Eigen::Index want = max_tokens <= 0 ? n_seq : std::max<Eigen::Index>(1, (max_tokens + L - 1) / L);
+  if (want >= n_seq) return X;
+  const Eigen::Index step = n_seq / want;
+  MatrixRM out(want * L, X.cols());
+  for (Eigen::Index i = 0; i < want; ++i) out.middleRows(i * L, L) = X.middleRows(i * step * L, L);
+  return out;
 }
 
 // Every `stride`-th token, at most `max_tokens` of them (the reference keeps rows 0, s, 2s, ... with

@@ -26,35 +26,16 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../quant/quantizer.hpp"
 
 namespace lowbit {
 
-namespace detail {
-// sum += X^T X: the float product of each chunk of up to 4096 tokens, added in double.  The product runs as
-// serial GEMMs over tiles of at most 128 output columns, the tiles in parallel: Eigen's own parallel GEMM splits its work
-// by thread count and gives different bits for 1 and 2 threads on a long inner dimension; fixed tiles do not.
-inline void add_gram(ConstMatrixRef X, Eigen::MatrixXd& sum) {
-  constexpr Eigen::Index kChunk = 4096;
-  // at least two tiles, so the GEMMs always run inside the parallel loop (where Eigen does not split them)
-  const Eigen::Index in = X.cols(), kTile = std::max<Eigen::Index>(1, std::min<Eigen::Index>(128, (in + 1) / 2));
-  const Eigen::Index tiles = (in + kTile - 1) / kTile;
-  Eigen::MatrixXf P(in, in);
-  for (Eigen::Index t0 = 0; t0 < X.rows(); t0 += kChunk) {
-    const auto Xc = X.middleRows(t0, std::min(kChunk, X.rows() - t0));
-    parallel_for(tiles, [&](std::int64_t t) {
-      const Eigen::Index j = t * kTile, w = std::min(kTile, in - j);
-      P.middleCols(j, w).noalias() = Xc.transpose() * Xc.middleCols(j, w);
-    });
-    sum += P.cast<double>();
-  }
-}
-}  // namespace detail
 
 // H = (2 / n) * sum over samples of X^T X.  n counts samples (calibration windows), not tokens, exactly as the
 // reference's add_batch does with one window per call.  The reference accumulates in float; lowbit forms the
-// product of each chunk of up to 4096 tokens in float and sums the chunks in double (detail::add_gram), at least as
+// product of each chunk of up to 4096 tokens in float and sums the chunks in double (add_gram), at least as
 // accurate as the reference and several times cheaper than a double product (a documented numerical change:
 // docs/results.md).
 class HessianAccumulator {
@@ -64,7 +45,7 @@ class HessianAccumulator {
   void add_batch(ConstMatrixRef X, std::int64_t samples = 1) {
     if (sum_.rows() == 0) sum_ = Eigen::MatrixXd::Zero(X.cols(), X.cols());
     if (X.cols() != sum_.cols()) fail("Hessian: input has ", X.cols(), " columns, expected ", sum_.cols());
-    detail::add_gram(X, sum_);
+    add_gram(X, sum_);
     n_ += samples;
   }
   std::int64_t samples() const { return n_; }

@@ -44,7 +44,8 @@ struct BlockJob {
   Block& block;                                      // float weights: transforms edit them in place
   std::array<const MatrixRM*, 2> inputs{};           // block input by Chain (null: chain not carried)
   std::array<std::optional<QuantizedLinear>, 7> quantized;  // by Role: filled by the quantizing step
-  std::optional<MatrixRM> quantized_output;          // the quantized chain's output, when a step computed it
+  std::array<std::optional<MatrixRM>, 2> outputs;    // by Chain: this block's output on it, when a step computed it
+  bool transformed = false;                          // a step has edited the float weights (no longer the original)
   BlockArtifacts artifacts;
   std::function<void(const std::string&)> step;      // progress: names the step now running
   // Whether the float weights must survive the quantizing step (a sink reads the transformed block); when not,

@@ -36,9 +36,32 @@ struct MethodOptions {
   GptqOptions gptq;
 };
 
-// The methods by name; a new method is a new file under methods/ and one line in each of these two functions.
+// The methods: one entry each, its facts and how to build it for a quantizer type.  A new method is a new file
+// under methods/ and one entry here.
+template <class Q>
+struct MethodEntry {
+  const MethodInfo& (*info)();
+  std::unique_ptr<BlockMethod<Q>> (*make)(const Q&, const MethodOptions&);
+};
+
+template <class Q>
+const std::vector<MethodEntry<Q>>& method_table() {
+  using Ptr = std::unique_ptr<BlockMethod<Q>>;
+  static const std::vector<MethodEntry<Q>> t = {
+      {rtn_info, [](const Q& q, const MethodOptions&) -> Ptr { return std::make_unique<RtnMethod<Q>>(q); }},
+      {awq_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<AwqMethod<Q>>(q, o.awq, o.awq_loaded); }},
+      {gptq_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<GptqMethod<Q>>(q, o.gptq); }},
+  };
+  return t;
+}
+
+// The methods' facts, before any quantizer type is chosen (the table read through one quantizer type).
 inline const std::vector<const MethodInfo*>& method_infos() {
-  static const std::vector<const MethodInfo*> all = {&rtn_info(), &awq_info(), &gptq_info()};
+  static const std::vector<const MethodInfo*> all = [] {
+    std::vector<const MethodInfo*> v;
+    for (const auto& e : method_table<Quantizer<Bits<4>, PerGroup<dynamic_group>, Asymmetric>>()) v.push_back(&e.info());
+    return v;
+  }();
   return all;
 }
 
@@ -50,9 +73,8 @@ inline const std::vector<const MethodInfo*>& method_infos() {
 
 template <class Q>
 std::unique_ptr<BlockMethod<Q>> make_method(const std::string& name, const Q& q, const MethodOptions& o) {
-  if (name == "rtn") return std::make_unique<RtnMethod<Q>>(q);
-  if (name == "awq") return std::make_unique<AwqMethod<Q>>(q, o.awq, o.awq_loaded);
-  if (name == "gptq") return std::make_unique<GptqMethod<Q>>(q, o.gptq);
+  for (const auto& e : method_table<Q>())
+    if (name == e.info().name) return e.make(q, o);
   unknown_method(name);
 }
 
@@ -83,6 +105,7 @@ inline Grid reference_grid(const std::string& chain) { return parse_method_chain
 template <class Q>
 struct MethodChain {
   std::string name;
+  Q q;  // the quantizer of the chain's quantizing step
   std::vector<std::unique_ptr<BlockMethod<Q>>> steps;
   bool calibrated() const {
     for (const auto& s : steps)
@@ -93,8 +116,7 @@ struct MethodChain {
 
 template <class Q>
 MethodChain<Q> make_method_chain(const std::string& chain, const Q& q, const MethodOptions& o = {}) {
-  MethodChain<Q> c;
-  c.name = chain;
+  MethodChain<Q> c{chain, q, {}};
   for (const MethodInfo* i : parse_method_chain(chain)) c.steps.push_back(make_method<Q>(i->name, q, o));
   return c;
 }
@@ -167,6 +189,7 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
   const auto t0 = std::chrono::steady_clock::now();
   const int n = m.cfg.n_layers;
   const bool calibrated = chain.calibrated();
+  check_quantizable(m.cfg, chain.q, calib, calibrated);
   PipelineReport rep;
   std::vector<Chain> reads;
   for (const auto& s : chain.steps) {
@@ -216,12 +239,16 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
       fake.linear(r).W = ql[std::size_t(r)].dequantize();
     }
     if (fp_chain) {
-      report(i, "propagate fp");
-      block_forward(m.cfg, orig, x[std::size_t(Chain::full_precision)], L);
+      if (auto& out = job.outputs[std::size_t(Chain::full_precision)]) {
+        x[std::size_t(Chain::full_precision)] = std::move(*out);
+      } else {
+        report(i, "propagate fp");
+        block_forward(m.cfg, orig, x[std::size_t(Chain::full_precision)], L);
+      }
     }
     if (rep.carried[std::size_t(Chain::quantized)]) {
-      if (job.quantized_output) {
-        x[std::size_t(Chain::quantized)] = std::move(*job.quantized_output);
+      if (auto& out = job.outputs[std::size_t(Chain::quantized)]) {
+        x[std::size_t(Chain::quantized)] = std::move(*out);
       } else {
         report(i, "propagate q");
         block_forward(m.cfg, fake, x[std::size_t(Chain::quantized)], L);

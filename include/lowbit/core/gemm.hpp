@@ -4,10 +4,13 @@
 // >= ~512 here) 1 and 2 threads give different bits.  lowbit instead cuts the output into fixed tiles (never fewer
 // than two, so the products always run inside lowbit's parallel loop, where Eigen does not split them again) and
 // computes each tile with a serial Eigen GEMM: the tiles do not depend on the thread count, so neither do the bits.
+//   matmul_nt   C = A B^T (linears, logits)
+//   add_gram    sum += X^T X in float per chunk of tokens, summed in double (GPTQ's Hessian, AWQ's Gram scoring)
 #pragma once
 
 #include <algorithm>
 
+#include "error.hpp"
 #include "matrix.hpp"
 #include "parallel.hpp"
 
@@ -22,6 +25,27 @@ inline void matmul_nt(ConstMatrixRef A, ConstMatrixRef B, MatrixRM& C) {
     const Eigen::Index r0 = t * tile, h = std::min(tile, m - r0);
     C.middleRows(r0, h).noalias() = A.middleRows(r0, h) * B.transpose();
   });
+}
+
+
+// sum += X^T X: the float product of each chunk of up to 4096 tokens, added in double.  The product runs as
+// serial GEMMs over tiles of at most 128 output columns, the tiles in parallel: Eigen's own parallel GEMM splits its work
+// by thread count and gives different bits for 1 and 2 threads on a long inner dimension; fixed tiles do not.
+inline void add_gram(ConstMatrixRef X, Eigen::MatrixXd& sum) {
+  if (sum.rows() != X.cols() || sum.cols() != X.cols()) fail("add_gram: sum is [", sum.rows(), ", ", sum.cols(), "], expected [", X.cols(), ", ", X.cols(), "]");
+  constexpr Eigen::Index kChunk = 4096;
+  // at least two tiles, so the GEMMs always run inside the parallel loop (where Eigen does not split them)
+  const Eigen::Index in = X.cols(), kTile = std::max<Eigen::Index>(1, std::min<Eigen::Index>(128, (in + 1) / 2));
+  const Eigen::Index tiles = (in + kTile - 1) / kTile;
+  Eigen::MatrixXf P(in, in);
+  for (Eigen::Index t0 = 0; t0 < X.rows(); t0 += kChunk) {
+    const auto Xc = X.middleRows(t0, std::min(kChunk, X.rows() - t0));
+    parallel_for(tiles, [&](std::int64_t t) {
+      const Eigen::Index j = t * kTile, w = std::min(kTile, in - j);
+      P.middleCols(j, w).noalias() = Xc.transpose() * Xc.middleCols(j, w);
+    });
+    sum += P.cast<double>();
+  }
 }
 
 }  // namespace lowbit

@@ -25,12 +25,22 @@
 
 namespace lowbit {
 
-// Precomputed AWQ results to apply instead of searching (loaded scale / clip files).
+// Precomputed AWQ results to apply instead of searching (loaded scale / clip files): for each block, the scales
+// of every group that applies and / or the clips of every clipped linear -- a missing entry is an error, never a
+// silent search.
+struct AwqPreset {
+  const AwqBlockResult* scales = nullptr;
+  const AwqBlockResult* clips = nullptr;
+};
+
 struct AwqLoaded {
   const std::vector<AwqBlockResult>* blocks = nullptr;
   bool scales = false, clips = false;
-  const AwqBlockResult* at(int i) const {
-    return blocks && std::size_t(i) < blocks->size() ? &(*blocks)[std::size_t(i)] : nullptr;
+  AwqPreset at(int i) const {
+    if (!blocks || (!scales && !clips)) return {};
+    if (i < 0 || std::size_t(i) >= blocks->size()) fail("AWQ: the loaded scales/clips have no block ", i);
+    const AwqBlockResult* r = &(*blocks)[std::size_t(i)];
+    return {scales ? r : nullptr, clips ? r : nullptr};
   }
 };
 
@@ -39,16 +49,18 @@ inline const std::vector<Role>& awq_clip_roles() {
   return r;
 }
 
-// AWQ on one block: search (or load) and fold the scales, then search (or load) and apply the clips.  X is the
-// block's input [n*L, dim].  Weights are left in float (not yet quantized).
+// AWQ on one block: search (or take from `preset`) and fold the scales, then search (or take) and apply the clips.
+// X is the block's input [n*L, dim].  Weights are left in float (not yet quantized).  `output`, when given,
+// receives the block's output on X with the weights it had on entry (the capture forward computes it anyway).
 template <class Q>
 AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, int L, const Q& q, const AwqOptions& o,
-                         const AwqBlockResult* load = nullptr, AwqLoaded what = {}) {
+                         AwqPreset preset = {}, MatrixRM* output = nullptr) {
   const std::vector<InputGroup>& groups = input_groups();
   std::vector<MatrixRM> in(groups.size());  // the input of every group, with the original weights
   {
     MatrixRM tmp = X;
     block_forward_staged(cfg, b, tmp, L, nullptr, [&](int s, const MatrixRM& x) { in[std::size_t(s)] = x; });
+    if (output) *output = std::move(tmp);
   }
   AwqBlockResult res;
   const Block orig = b;
@@ -57,24 +69,31 @@ AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, in
     if (!group_applies(cfg, g)) continue;
     const MatrixRM& x = in[gi];
     Eigen::VectorXf s;
-    if (what.scales && load && load->scales.count(g.key)) {
-      s = load->scales.at(g.key);
+    if (preset.scales) {
+      const auto it = preset.scales->scales.find(g.key);
+      if (it == preset.scales->scales.end()) fail("AWQ: the loaded scales have no entry for group ", g.key);
+      s = it->second;
       if (s.size() != x.cols()) fail("AWQ: loaded scales for ", g.key, " have ", s.size(), " entries, expected ", x.cols());
+      if (!s.allFinite() || (s.array() <= 0.0f).any()) fail("AWQ: loaded scales for ", g.key, " are not all finite and positive");
     } else {
       const Eigen::VectorXf xm = awq_act_mean(x);
       std::vector<const MatrixRM*> layers;
       for (Role r : g.linears) layers.push_back(&orig.linear(r).W);
       AwqScaleResult sr;
-      if (o.scoring == AwqScoring::gram) {
+      const bool single = !g.prev.is_norm();  // one linear: the Gram loss is the module loss exactly
+      if (o.scoring == AwqScoring::gram || (o.scoring == AwqScoring::fast && single)) {
         sr = awq_search_scale_gram(q, layers, xm, awq_gram(x), x.rows(), o);
       } else {
+        const bool sampled = o.scoring == AwqScoring::fast;
+        const MatrixRM xs = sampled ? sample_sequences(x, L, o.scale_tokens) : MatrixRM();
+        const MatrixRM& xl = sampled ? xs : x;
         // the module whose output the loss compares: what follows the previous op up to the block's next sum
+        Block c = orig;
         auto module = [&](const std::vector<MatrixRM>& W) -> MatrixRM {
-          Block c = orig;
           for (std::size_t k = 0; k < g.linears.size(); ++k) c.linear(g.linears[k]).W = W[k];
-          if (g.prev.is_norm()) return g.prev.norm == NormRole::attn ? attention_forward(cfg, c, x, L) : mlp_forward(c, x);
+          if (g.prev.is_norm()) return g.prev.norm == NormRole::attn ? attention_forward(cfg, c, xl, L) : mlp_forward(c, xl);
           MatrixRM y;
-          linear(x, c.linear(g.linears[0]), y);
+          linear(xl, c.linear(g.linears[0]), y);
           return y;
         };
         std::vector<MatrixRM> fp;
@@ -95,10 +114,15 @@ AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, in
       MatrixRM& W = b.linear(r).W;
       const GroupLayout Lg = group_layout(q, W.rows(), W.cols(), to_string(r));
       MatrixRM mx, mn;
-      if (what.clips && load && load->clip_max.count(r)) {
-        mx = load->clip_max.at(r);
-        if (load->clip_min.count(r)) mn = load->clip_min.at(r);
-        if (mx.rows() != W.rows() || mx.cols() != Lg.ngroups) fail("AWQ: loaded clip for ", to_string(r), " has the wrong shape");
+      if (preset.clips) {
+        const auto it = preset.clips->clip_max.find(r);
+        if (it == preset.clips->clip_max.end()) fail("AWQ: the loaded clips have no entry for ", to_string(r));
+        mx = it->second;
+        if (preset.clips->clip_min.count(r)) mn = preset.clips->clip_min.at(r);
+        if (mx.rows() != W.rows() || mx.cols() != Lg.ngroups || (mn.size() && (mn.rows() != mx.rows() || mn.cols() != mx.cols())))
+          fail("AWQ: loaded clip for ", to_string(r), " is [", mx.rows(), ", ", mx.cols(), "], expected [", W.rows(), ", ",
+               Lg.ngroups, "]");
+        if (!mx.allFinite() || (mn.size() && !mn.allFinite())) fail("AWQ: loaded clip for ", to_string(r), " is not finite");
       } else {
         mx = awq_search_clip(q, W, sample_tokens(xs, o.clip_tokens), o, o.symmetric_clip ? nullptr : &mn);
       }
@@ -122,7 +146,13 @@ class AwqMethod final : public BlockMethod<Q> {
   const MethodInfo& info() const override { return awq_info(); }
   void run(BlockJob& job, Chain chain) override {
     job.step("awq search");
-    job.artifacts.awq = awq_block(job.cfg, job.block, job.input(chain), job.L, q_, o_, loaded_.at(job.index), loaded_);
+    // on the full-precision chain with the block untouched, the capture forward is that chain's output
+    const bool fp_output = chain == Chain::full_precision && !job.transformed;
+    MatrixRM out;
+    job.artifacts.awq = awq_block(job.cfg, job.block, job.input(chain), job.L, q_, o_, loaded_.at(job.index),
+                                  fp_output ? &out : nullptr);
+    if (fp_output) job.outputs[std::size_t(Chain::full_precision)] = std::move(out);
+    job.transformed = true;
   }
 
  private:

@@ -52,7 +52,7 @@ class GptqMethod final : public BlockMethod<Q> {
         job.artifacts.gptq.push_back(std::move(res));
       }
     });
-    if (chain == Chain::quantized) job.quantized_output = std::move(x);
+    if (chain == Chain::quantized) job.outputs[std::size_t(Chain::quantized)] = std::move(x);
   }
 
  private:
