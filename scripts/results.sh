@@ -11,17 +11,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 S="${LOWBIT_SHARED:-../shared}"
 which="${1:-all}"
-run() { ./build/examples/lowbit quantize --threads 2 "$@"; }
+run() { "${LOWBIT:-./build/examples/lowbit}" quantize --threads 2 "$@"; }
 if [ "$which" = all ] || [ "$which" = stories ]; then
   P=(--model "$S/models/stories260K/stories260K.bin"
      --calib "$S/data/tinystories/tinystories_val.calib.txt" --nsamples 128 --seqlen 256 --calib-sampling sequential
      --eval "$S/data/tinystories/tinystories_val.eval.txt" --eval-seq-len 256 --eval-max-tokens 100352 --json)
   for spec in "4 32" "3 32" "2 32" "4 -1" "3 -1"; do
     set -- $spec
-    for method in rtn awq gptq gptq-act awq+gptq; do
+    for method in rtn awq awq-ref gptq gptq-act awq+gptq; do
       extra=()
       m=$method
       if [ "$method" = gptq-act ]; then m=gptq; extra=(--act-order); fi
+      if [ "$method" = awq-ref ]; then m=awq; extra=(--awq-scoring module); fi
       run --method "$m" --wbits "$1" --group "$2" --ragged "${extra[@]}" "${P[@]}"
     done
   done
@@ -32,8 +33,11 @@ if [ "$which" = all ] || [ "$which" = babyllama ]; then
      --eval "$S/data/tinystories/tinystories_val.eval.tok105.i32" --eval-seq-len 256 --eval-max-tokens 100352 --json)
   for spec in "4 128" "3 128" "2 64"; do
     set -- $spec
-    for method in rtn awq gptq awq+gptq; do
-      run --method "$method" --wbits "$1" --group "$2" --ragged "${B[@]}"
+    for method in rtn awq awq-ref gptq awq+gptq; do
+      extra=()
+      m=$method
+      if [ "$method" = awq-ref ]; then m=awq; extra=(--awq-scoring module); fi
+      run --method "$m" --wbits "$1" --group "$2" --ragged "${extra[@]}" "${B[@]}"
     done
   done
 fi

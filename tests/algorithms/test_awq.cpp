@@ -243,3 +243,45 @@ TEST_CASE("AWQ's fast scoring on every token chooses the reference's scales, and
     REQUIRE(out == y);  // bit for bit: the pipeline moves the full-precision chain on with it
   }
 }
+
+TEST_CASE("loaded AWQ scales and clips are validated like weights (shape, finite, positive)", "[data][awq]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  const Model m = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
+  const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32"));
+  const MatrixRM X = embed(m, std::vector<int>(ids.begin(), ids.begin() + 2 * 64));
+  const W4g32 q(32, Grid::minmax, true);
+  Block b0 = m.blocks[0];
+  const AwqBlockResult good = awq_block(m.cfg, b0, X, 64, q, AwqOptions{});
+  auto run = [&](const AwqBlockResult& r, bool scales) {
+    Block b = m.blocks[0];
+    awq_block(m.cfg, b, X, 64, q, AwqOptions{}, scales ? AwqPreset{&r, nullptr} : AwqPreset{nullptr, &r});
+  };
+  REQUIRE_NOTHROW(run(good, true));
+  REQUIRE_NOTHROW(run(good, false));
+  AwqBlockResult bad = good;
+  bad.scales["attn_norm"][3] = 0.0f;
+  REQUIRE_THROWS_WITH(run(bad, true), Catch::Contains("attn_norm") && Catch::Contains("finite and positive"));
+  bad = good;
+  bad.scales.erase("ffn_norm");
+  REQUIRE_THROWS_WITH(run(bad, true), Catch::Contains("no entry for group ffn_norm"));
+  bad = good;  // the heap over-read of issue 8: an asymmetric clip whose min_val has the wrong shape
+  bad.clip_min[Role::o] = MatrixRM::Constant(3, 1, -1.0f);
+  REQUIRE_THROWS_WITH(run(bad, false), Catch::Contains("loaded clip for o_proj"));
+  bad = good;
+  bad.clip_max[Role::down](0, 0) = std::numeric_limits<float>::quiet_NaN();
+  REQUIRE_THROWS_WITH(run(bad, false), Catch::Contains("loaded clip for down_proj is not finite"));
+}
+
+TEST_CASE("a negative loaded clip is an error", "[data][awq]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  const Model m = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
+  const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32"));
+  const MatrixRM X = embed(m, std::vector<int>(ids.begin(), ids.begin() + 64));
+  const W4g32 q(32, Grid::minmax, true);
+  Block b = m.blocks[1];
+  AwqBlockResult r = awq_block(m.cfg, b, X, 64, q, AwqOptions{});
+  r.clip_max[Role::v](1, 0) = -0.5f;
+  Block b2 = m.blocks[1];
+  REQUIRE_THROWS_WITH(awq_block(m.cfg, b2, X, 64, q, AwqOptions{}, AwqPreset{nullptr, &r}),
+                      Catch::Contains("v_proj has a negative max_val"));
+}

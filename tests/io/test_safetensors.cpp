@@ -58,6 +58,20 @@ TEST_CASE("safetensors rejects truncated and inconsistent files, naming file and
   REQUIRE_THROWS_WITH(SafetensorsFile(p), Catch::Contains("unsupported dtype Q4"));
   write_raw(p, R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})", std::vector<std::uint8_t>(8));
   REQUIRE_THROWS_WITH(SafetensorsFile(p), Catch::Contains("malformed JSON"));
+  // issue 8: overlapping, fractional, NaN-like and huge offsets or shapes, duplicate names
+  write_raw(p, R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+            std::vector<std::uint8_t>(12));
+  REQUIRE_THROWS_WITH(SafetensorsFile(p), Catch::Contains("'a' and 'b' overlap"));
+  write_raw(p, R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0.5,2.5]}})", std::vector<std::uint8_t>(4));
+  REQUIRE_THROWS_WITH(SafetensorsFile(p), Catch::Contains("'w'") && Catch::Contains("not whole numbers"));
+  write_raw(p, R"({"w":{"dtype":"F32","shape":[1e300,2],"data_offsets":[0,8]}})", std::vector<std::uint8_t>(8));
+  REQUIRE_THROWS_WITH(SafetensorsFile(p), Catch::Contains("invalid shape entry"));
+  write_raw(p, R"({"w":{"dtype":"F32","shape":[1125899906842624,1125899906842624],"data_offsets":[0,8]}})",
+            std::vector<std::uint8_t>(8));
+  REQUIRE_THROWS_WITH(SafetensorsFile(p), Catch::Contains("shape too large"));
+  write_raw(p, R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+            std::vector<std::uint8_t>(8));
+  REQUIRE_THROWS_WITH(SafetensorsFile(p), Catch::Contains("duplicate key \"w\""));
   std::remove(p.c_str());
 }
 

@@ -124,6 +124,23 @@ TEST_CASE("HF folder errors name the file, key or tensor", "[data][hf]") {
                                         Catch::Contains("expected [171x64]"));
   std::ofstream(dir + "/config.json") << std::string(cfg).replace(cfg.find("\"num_hidden_layers\": 5"), 22, "\"num_hidden_layers\": 6");
   REQUIRE_THROWS_WITH(load_hf(dir), Catch::Contains("missing tensor 'model.layers.5.input_layernorm.weight'"));
+  // issue 8: a key of the wrong type is an error, never the default; out-of-range numbers before any cast
+  auto with = [&](const std::string& key, const std::string& value) {  // the key's value replaced
+    std::string c = cfg;
+    const std::size_t at = c.find("\"" + key + "\": ") + key.size() + 4;
+    std::ofstream(dir + "/config.json") << c.replace(at, c.find_first_of(",}", at) - at, value);
+  };
+  with("rms_norm_eps", "\"1e-5\"");
+  REQUIRE_THROWS_WITH(load_hf(dir), Catch::Contains("\"rms_norm_eps\" must be a finite number"));
+  with("tie_word_embeddings", "1");
+  REQUIRE_THROWS_WITH(load_hf(dir), Catch::Contains("\"tie_word_embeddings\" must be true or false"));
+  with("rms_norm_eps", "0");
+  REQUIRE_THROWS_WITH(load_hf(dir), Catch::Contains("rms_norm_eps 0 is not in (0, 1]"));
+  std::ofstream(dir + "/config.json") << std::string(cfg).replace(cfg.find("\"num_hidden_layers\": 5"), 22, "\"num_hidden_layers\": 1e300");
+  REQUIRE_THROWS_WITH(load_hf(dir), Catch::Contains("\"num_hidden_layers\" must be a positive integer"));
+  const std::size_t rt = cfg.find("\"rope_theta\": ");
+  std::ofstream(dir + "/config.json") << std::string(cfg).replace(rt, cfg.find(',', rt) - rt, "\"rope_theta\": -1");
+  REQUIRE_THROWS_WITH(load_hf(dir), Catch::Contains("rope_theta -1 is not a finite value > 1"));
   std::ofstream(dir + "/config.json") << cfg;
   std::remove((dir + "/model.safetensors").c_str());
   REQUIRE_THROWS_WITH(load_hf(dir), Catch::Contains("neither model.safetensors"));

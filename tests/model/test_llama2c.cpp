@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 // The three real llama2.c models of shared/: loading, tokenizer parity, a naive double-precision forward,
 // greedy samples and perplexity against the independent reimplementation's figures (shared/README.md).
 #include <catch2/catch.hpp>
@@ -288,6 +289,15 @@ TEST_CASE("corrupt llama2.c files are clear errors naming the file", "[data][mod
   std::memcpy(&bad[28 + 4 * 100], &nan, 4);
   write(bad);
   REQUIRE_THROWS_WITH(load_llama2c(p), Catch::Contains("token_embedding has a non-finite value at element 100"));
+  // issue 8: a header asking for gigabytes is checked against the file before anything is allocated
+  std::int32_t huge[7] = {4096, 11008, 32, 32, 32, 32000, 4096};
+  write(std::string(reinterpret_cast<const char*>(huge), 28));
+  REQUIRE_THROWS_WITH(load_llama2c(p), Catch::Contains("legacy llama2.c") && Catch::Contains("but the file has 28"));
+  huge[5] = std::numeric_limits<std::int32_t>::min();  // -INT_MIN has no value: rejected, no undefined negation
+  write(std::string(reinterpret_cast<const char*>(huge), 28));
+  REQUIRE_THROWS_WITH(load_llama2c(p), Catch::Contains("invalid config"));
+  write("not a model at all, just some text that happens to be long enough");
+  REQUIRE_THROWS_WITH(load_model(p), Catch::Contains("read as a legacy llama2.c checkpoint"));
   write("abc");
   REQUIRE_THROWS_WITH(load_llama2c(p), Catch::Contains("too small"));
   std::remove(p.c_str());
@@ -340,4 +350,32 @@ TEST_CASE("forward reports every block's input and output", "[data][model]") {
   block_forward(m.cfg, m.blocks[2], x, 6);
   REQUIRE(x == outs[2]);
   REQUIRE(logits == logits_from_hidden(m, outs[4]));
+}
+
+TEST_CASE("a FIFO or a directory is refused as a model or data file, without blocking", "[model]") {
+  const std::string fifo = std::string(LOWBIT_BUILD_DIR) + "/lowbit_test.fifo";
+  std::remove(fifo.c_str());
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  REQUIRE_THROWS_WITH(load_model(fifo), Catch::Contains("not a regular file"));
+  REQUIRE_THROWS_WITH(read_text_file(fifo), Catch::Contains("FIFO"));
+  REQUIRE_THROWS_WITH(read_token_file(fifo), Catch::Contains("FIFO"));
+  REQUIRE_THROWS_WITH(read_text_file(LOWBIT_BUILD_DIR), Catch::Contains("a directory"));
+  REQUIRE_THROWS_WITH(read_text_file(std::string(LOWBIT_BUILD_DIR) + "/no/such/file"), Catch::Contains("No such file"));
+  std::remove(fifo.c_str());
+}
+
+TEST_CASE("model hyper-parameters that make every forward non-finite are load errors", "[model]") {
+  LlamaConfig c;
+  c.dim = 8, c.hidden_dim = 16, c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 2, c.vocab_size = 4, c.max_seq_len = 8;
+  REQUIRE_NOTHROW(c.validate("cfg"));
+  for (float eps : {0.0f, -1e-5f, 2.0f, std::numeric_limits<float>::quiet_NaN()}) {
+    LlamaConfig b = c;
+    b.norm_eps = eps;
+    REQUIRE_THROWS_WITH(b.validate("cfg"), Catch::Contains("rms_norm_eps"));
+  }
+  for (float theta : {0.0f, -10000.0f, std::numeric_limits<float>::infinity()}) {
+    LlamaConfig b = c;
+    b.rope_theta = theta;
+    REQUIRE_THROWS_WITH(b.validate("cfg"), Catch::Contains("rope_theta"));
+  }
 }

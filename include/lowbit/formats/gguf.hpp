@@ -8,6 +8,8 @@
 // q/k rows in Meta's adjacent-pair order, so the model runs with RopeStyle::interleaved.  Blocks stay mapped.
 #pragma once
 
+#include <cmath>
+
 #include <memory>
 #include <string>
 
@@ -34,7 +36,8 @@ inline void gguf_read(const GgufFile& f, const std::string& name, std::uint64_t 
   }
   DType d;
   if (!ggml_type_to_dtype(t.ggml_type, d))
-    fail(f.path(), ": tensor '", name, "' has ggml type ", t.ggml_type, " (only F32, F16 and BF16 load so far)");
+    fail(f.path(), ": tensor '", name, "' has ggml type ", ggml_type_name(t.ggml_type),
+         " (only F32, F16 and BF16 load so far)");
   if (out) {
     convert_to_float(d, t.data, std::size_t(rows * cols), out);
     for (std::uint64_t i = 0; i < rows * cols; ++i)
@@ -43,9 +46,16 @@ inline void gguf_read(const GgufFile& f, const std::string& name, std::uint64_t 
 }
 inline int gguf_int(const GgufFile& f, const std::string& key) {
   const GgufValue& v = f.at(key);
-  if (v.type == GgufValue::string || v.type == GgufValue::array || v.num <= 0 || v.num > 1e9 || v.num != double(int(v.num)))
+  // range first (NaN fails it too): casting a double outside int's range is undefined behaviour
+  if (v.type == GgufValue::string || v.type == GgufValue::array || !(v.num > 0 && v.num <= 1e9) || v.num != std::floor(v.num))
     fail(f.path(), ": metadata '", key, "' must be a positive integer");
   return int(v.num);
+}
+inline double gguf_float(const GgufFile& f, const std::string& key) {
+  const GgufValue& v = f.at(key);
+  if (v.type == GgufValue::string || v.type == GgufValue::array || !std::isfinite(v.num))
+    fail(f.path(), ": metadata '", key, "' must be a finite number");
+  return v.num;
 }
 }  // namespace detail
 
@@ -61,13 +71,15 @@ inline GgufModel load_gguf(const std::string& path) {
   c.n_heads = detail::gguf_int(*f, "llama.attention.head_count");
   c.n_kv_heads = f->find("llama.attention.head_count_kv") ? detail::gguf_int(*f, "llama.attention.head_count_kv") : c.n_heads;
   c.max_seq_len = detail::gguf_int(*f, "llama.context_length");
-  if (const GgufValue* v = f->find("llama.rope.freq_base")) c.rope_theta = float(v->num);
-  if (const GgufValue* v = f->find("llama.attention.layer_norm_rms_epsilon")) c.norm_eps = float(v->num);
-  if (const GgufValue* v = f->find("llama.rope.dimension_count"); v && int(v->num) != c.dim / c.n_heads)
-    fail(path, ": partial RoPE (rope.dimension_count ", v->num, ") is not supported");
+  if (f->find("llama.rope.freq_base")) c.rope_theta = float(detail::gguf_float(*f, "llama.rope.freq_base"));
+  if (f->find("llama.attention.layer_norm_rms_epsilon"))
+    c.norm_eps = float(detail::gguf_float(*f, "llama.attention.layer_norm_rms_epsilon"));
+  if (f->find("llama.rope.dimension_count") && detail::gguf_int(*f, "llama.rope.dimension_count") != c.dim / c.n_heads)
+    fail(path, ": partial RoPE (rope.dimension_count ", f->at("llama.rope.dimension_count").num, ") is not supported");
   c.rope = RopeStyle::interleaved;
   const GgufTensor& emb = f->tensor("token_embd.weight");
   if (emb.ne.size() != 2) fail(path, ": token_embd.weight must be 2-D");
+  if (emb.ne[1] == 0 || emb.ne[1] > (1u << 24)) fail(path, ": token_embd.weight has ", emb.ne[1], " rows (vocabulary)");
   c.vocab_size = int(emb.ne[1]);
   c.tied_embeddings = !f->has_tensor("output.weight");
   c.validate(path);

@@ -14,6 +14,9 @@
 // time by Model::block_loader (see with_block()).
 #pragma once
 
+#include <cmath>
+#include <cstdio>
+
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -85,8 +88,25 @@ inline int int_key(const json::Value& cfg, const std::string& key, const std::st
     if (def >= 0) return def;
     fail(path, ": missing key \"", key, "\"");
   }
-  if (!v->is_number() || v->num != double(int(v->num)) || v->num <= 0) fail(path, ": \"", key, "\" must be a positive integer");
+  // range first: casting a double outside int's range is undefined behaviour
+  if (!v->is_number() || !(v->num >= 1.0 && v->num <= 2147483647.0) || v->num != std::floor(v->num))
+    fail(path, ": \"", key, "\" must be a positive integer");
   return int(v->num);
+}
+
+// An optional number: absent or null keeps `def`; any other type is an error (never silently the default).
+inline double num_key(const json::Value& cfg, const char* key, const std::string& path, double def) {
+  const json::Value* v = cfg.find(key);
+  if (!v || v->kind == json::Value::Kind::null) return def;
+  if (!v->is_number() || !std::isfinite(v->num)) fail(path, ": \"", key, "\" must be a finite number");
+  return v->num;
+}
+
+inline bool bool_key(const json::Value& cfg, const char* key, const std::string& path, bool def) {
+  const json::Value* v = cfg.find(key);
+  if (!v || v->kind == json::Value::Kind::null) return def;
+  if (v->kind != json::Value::Kind::boolean) fail(path, ": \"", key, "\" must be true or false");
+  return v->b;
 }
 
 }  // namespace detail
@@ -113,17 +133,16 @@ inline Model load_hf(const std::string& dir, Tables tables = Tables::resident) {
   c.n_kv_heads = detail::int_key(cfg, "num_key_value_heads", cfg_path, c.n_heads);
   c.vocab_size = detail::int_key(cfg, "vocab_size", cfg_path);
   c.max_seq_len = detail::int_key(cfg, "max_position_embeddings", cfg_path, 2048);
-  if (const json::Value* v = cfg.find("rms_norm_eps"); v && v->is_number()) c.norm_eps = float(v->num);
-  if (const json::Value* v = cfg.find("rope_theta"); v && v->is_number()) c.rope_theta = float(v->num);
-  const json::Value* tie = cfg.find("tie_word_embeddings");
-  c.tied_embeddings = tie && tie->kind == json::Value::Kind::boolean ? tie->b : false;
+  c.norm_eps = float(detail::num_key(cfg, "rms_norm_eps", cfg_path, 1e-6));
+  c.rope_theta = float(detail::num_key(cfg, "rope_theta", cfg_path, 10000.0));
+  c.tied_embeddings = detail::bool_key(cfg, "tie_word_embeddings", cfg_path, false);
   if (const json::Value* v = cfg.find("rope_scaling"); v && v->kind != json::Value::Kind::null)
     fail(cfg_path, ": \"rope_scaling\" is not supported yet (only null)");
   c.rope = RopeStyle::rotate_half;
   c.qkv_bias = arch == "Qwen2ForCausalLM";
   c.validate(cfg_path);
-  if (const json::Value* v = cfg.find("head_dim"); v && v->is_number() && int(v->num) != c.head_dim())
-    fail(cfg_path, ": head_dim ", v->num, " differs from hidden_size / num_attention_heads = ", c.head_dim());
+  if (const double hd = detail::num_key(cfg, "head_dim", cfg_path, double(c.head_dim())); hd != double(c.head_dim()))
+    fail(cfg_path, ": head_dim ", hd, " differs from hidden_size / num_attention_heads = ", c.head_dim());
 
   auto shards = std::make_shared<detail::HfShards>();
   shards->dir = dir;
@@ -219,6 +238,13 @@ inline MatrixRM interleaved_to_rotate_half(const MatrixRM& W, int hd) {
   return out;
 }
 
+// A float with 9 significant digits, which reads back to the same float (std::to_string keeps 6 decimals: 1e-7 -> 0).
+inline std::string exact_float(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", double(v));
+  return buf;
+}
+
 inline std::string hf_config_json(const LlamaConfig& c, DType dtype) {
   const char* arch = c.qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
   return std::string("{\n  \"architectures\": [\"") + arch + "\"],\n  \"model_type\": \"" +
@@ -227,8 +253,8 @@ inline std::string hf_config_json(const LlamaConfig& c, DType dtype) {
          std::to_string(c.n_layers) + ",\n  \"num_attention_heads\": " + std::to_string(c.n_heads) +
          ",\n  \"num_key_value_heads\": " + std::to_string(c.n_kv_heads) + ",\n  \"vocab_size\": " +
          std::to_string(c.vocab_size) + ",\n  \"max_position_embeddings\": " + std::to_string(c.max_seq_len) +
-         ",\n  \"rms_norm_eps\": " + std::to_string(c.norm_eps) + ",\n  \"rope_theta\": " +
-         std::to_string(c.rope_theta) + ",\n  \"tie_word_embeddings\": " + (c.tied_embeddings ? "true" : "false") +
+         ",\n  \"rms_norm_eps\": " + exact_float(c.norm_eps) + ",\n  \"rope_theta\": " +
+         exact_float(c.rope_theta) + ",\n  \"tie_word_embeddings\": " + (c.tied_embeddings ? "true" : "false") +
          ",\n  \"torch_dtype\": \"" + (dtype == DType::f16 ? "float16" : "float32") + "\"\n}\n";
 }
 }  // namespace detail

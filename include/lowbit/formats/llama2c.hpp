@@ -93,7 +93,7 @@ inline Model load_llama2c(const std::string& path) {
   } else {
     std::memcpy(h, f.data(), 28);
     shared = h[5] > 0;
-    if (h[5] < 0) h[5] = -h[5];
+    if (h[5] < 0) h[5] = h[5] == INT32_MIN ? 0 : -h[5];  // INT32_MIN has no negation: rejected by validate()
   }
   Model m;
   LlamaConfig& c = m.cfg;
@@ -101,10 +101,28 @@ inline Model load_llama2c(const std::string& path) {
   c.max_seq_len = h[6];
   c.tied_embeddings = shared;
   c.rope = RopeStyle::interleaved;
-  c.validate(path);
-  if (c.max_seq_len <= 0 || c.max_seq_len > (1 << 20)) fail(path, ": invalid seq_len ", c.max_seq_len);
+  const std::string as = path + (version ? " (read as a llama2.c ak42 export, version " + std::to_string(version) + ")"
+                                          : " (read as a legacy llama2.c checkpoint: not a folder, no GGUF or ak42 magic)");
+  c.validate(as);
+  if (c.max_seq_len <= 0 || c.max_seq_len > (1 << 20)) fail(as, ": invalid seq_len ", c.max_seq_len);
   const std::size_t D = std::size_t(c.dim), H = std::size_t(c.hidden_dim), KV = std::size_t(c.kv_dim()),
                     V = std::size_t(c.vocab_size), NL = std::size_t(c.n_layers);
+  // The file must be exactly as long as the header says before anything is allocated (validate() bounds every
+  // size, so these products fit in 64 bits).
+  {
+    const std::uint64_t mats = V * D * (shared ? 1 : 2) + NL * (2 * D * D + 2 * KV * D + 3 * H * D);
+    const std::uint64_t norms = (2 * NL + 1) * D;
+    std::uint64_t bytes = offset + norms * 4;
+    if (version == 0) bytes += mats * 4 + std::uint64_t(c.max_seq_len) * std::uint64_t(c.head_dim()) * 4;
+    else if (version == 1) bytes += mats * 4;
+    else bytes += mats + mats / group * 4;  // Q8_0: int8 values, a float32 scale per group (per matrix; checked below)
+    if (bytes != f.size())
+      fail(as, ": the header (dim ", c.dim,
+           ", hidden ", c.hidden_dim, ", layers ", c.n_layers, ", heads ", c.n_heads, ", kv heads ", c.n_kv_heads, ", vocab ",
+           c.vocab_size, ", seq_len ", c.max_seq_len, ") describes ", bytes, " bytes but the file has ", f.size(),
+           bytes < f.size() ? " (unexpected bytes after the weights: the header does not match the file)"
+                            : " (truncated, or not a llama2.c checkpoint)");
+  }
   detail::Reader rd(f, offset);
   m.blocks.resize(NL);
   for (auto& b : m.blocks) {

@@ -22,10 +22,10 @@ inline Model load_model(const std::string& path, Tables tables = Tables::residen
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) fail(path, ": no such file or directory");
   if (S_ISDIR(st.st_mode)) return load_hf(path, tables);
-  char magic[4] = {};
-  std::ifstream(path, std::ios::binary).read(magic, 4);
-  if (std::memcmp(magic, "GGUF", 4) == 0) return load_gguf(path).model;
-  return load_llama2c(path);
+  if (!S_ISREG(st.st_mode)) fail(path, ": not a regular file or a directory (a FIFO or device cannot be a model)");
+  const MappedFile f(path);
+  if (f.size() >= 4 && std::memcmp(f.data(), "GGUF", 4) == 0) return load_gguf(path).model;
+  return load_llama2c(path);  // its errors say the file was read as llama2.c and why
 }
 
 }  // namespace lowbit

@@ -12,6 +12,7 @@
 // The reader checks every length and offset against the file and names the file, key or tensor in errors.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -47,6 +48,15 @@ struct GgufTensor {
     return n;
   }
 };
+
+// ggml's type names (ggml.h enum ggml_type), for messages.
+inline std::string ggml_type_name(std::uint32_t t) {
+  static const char* const names[] = {"F32",    "F16",   "Q4_0",    "Q4_1",   "type 4", "type 5", "Q5_0",   "Q5_1",
+                                      "Q8_0",   "Q8_1",  "Q2_K",    "Q3_K",   "Q4_K",   "Q5_K",   "Q6_K",   "Q8_K",
+                                      "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",  "IQ2_S",  "IQ4_XS",
+                                      "I8",     "I16",   "I32",     "I64",    "F64",    "IQ1_M",  "BF16"};
+  return t < sizeof(names) / sizeof(names[0]) ? names[t] : "unknown type " + std::to_string(t);
+}
 
 inline bool ggml_type_to_dtype(std::uint32_t t, DType& d) {
   if (t == 0) return d = DType::f32, true;
@@ -146,7 +156,7 @@ class GgufFile {
       } else {
         v.num = scalar(v.type, key);
       }
-      kv_[key] = std::move(v);
+      if (!kv_.emplace(key, std::move(v)).second) fail(path(), ": metadata key '", key, "' appears twice");
     }
     std::vector<GgufTensor> infos;
     for (std::uint64_t i = 0; i < n_tensors; ++i) {
@@ -162,8 +172,10 @@ class GgufFile {
     }
     std::uint64_t align = 32;
     if (const GgufValue* a = find("general.alignment")) {
+      if (!(a->num >= 1 && a->num <= 65536) || a->num != double(std::uint64_t(a->num)))
+        fail(path(), ": general.alignment ", a->num, " is not a power of two in [1, 65536]");
       align = std::uint64_t(a->num);
-      if (align == 0 || (align & (align - 1)) != 0) fail(path(), ": general.alignment ", align, " is not a power of two");
+      if ((align & (align - 1)) != 0) fail(path(), ": general.alignment ", align, " is not a power of two");
     }
     const std::uint64_t data_start = (pos_ + align - 1) / align * align;
     if (data_start > file_.size()) fail(path(), ": truncated before the data section");
@@ -171,16 +183,26 @@ class GgufFile {
       const std::uint64_t off = t.nbytes;
       DType d;
       std::uint64_t numel = 1;
-      for (auto e : t.ne) {
-        if (e == 0 || e > (1ull << 40) || numel > (1ull << 40)) fail(path(), ": tensor '", t.name, "' has an invalid shape");
+      for (auto e : t.ne) {  // the product stays <= 2^40: no overflow below
+        if (e == 0 || e > (1ull << 40) / numel) fail(path(), ": tensor '", t.name, "' has an invalid shape");
         numel *= e;
       }
+      if (off % align != 0) fail(path(), ": tensor '", t.name, "' at offset ", off, " is not aligned to ", align);
       t.nbytes = ggml_type_to_dtype(t.ggml_type, d) ? numel * dtype_size(d) : 0;
       if (off > file_.size() - data_start || t.nbytes > file_.size() - data_start - off)
         fail(path(), ": tensor '", t.name, "' at offset ", off, " (", t.nbytes, " bytes) lies outside the file (truncated?)");
       t.data = file_.data() + data_start + off;
-      tensors_[t.name] = std::move(t);
+      const std::string name = t.name;
+      if (!tensors_.emplace(name, std::move(t)).second) fail(path(), ": tensor '", name, "' appears twice");
     }
+    // tensors of a known type must not overlap (a corrupt index would alias two weights)
+    std::vector<std::pair<const std::uint8_t*, const GgufTensor*>> spans;
+    for (const auto& [name, t] : tensors_)
+      if (t.nbytes) spans.push_back({t.data, &t});
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t i = 1; i < spans.size(); ++i)
+      if (spans[i - 1].first + spans[i - 1].second->nbytes > spans[i].first)
+        fail(path(), ": tensors '", spans[i - 1].second->name, "' and '", spans[i].second->name, "' overlap");
   }
 };
 

@@ -82,6 +82,7 @@ class Parser {
           std::string key = string();
           ws();
           expect(':');
+          if (v.obj.count(key)) error(("duplicate key \"" + key + "\"").c_str());
           v.obj[key] = value(depth + 1);
           ws();
           if (peek() == ',') { ++i_; continue; }

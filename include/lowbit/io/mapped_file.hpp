@@ -29,12 +29,13 @@ class MappedFile {
   MappedFile() = default;
   explicit MappedFile(const std::string& path) : path_(path) {
 #if LOWBIT_HAS_MMAP
-    const int fd = ::open(path.c_str(), O_RDONLY);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below); no effect on regular files
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK);
     if (fd < 0) fail(path, ": cannot open (", std::strerror(errno), ")");
     struct stat st;
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       ::close(fd);
-      fail(path, ": not a regular file");
+      fail(path, ": not a regular file (", S_ISDIR(st.st_mode) ? "a directory" : "a FIFO, socket or device", ")");
     }
     size_ = static_cast<std::size_t>(st.st_size);
     if (size_ > 0) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -129,23 +130,36 @@ class SafetensorsFile {
       t.name = name;
       if (!parse_dtype(dt->str, t.dtype)) fail(path(), ": tensor '", name, "': unsupported dtype ", dt->str);
       std::uint64_t numel = 1;
+      constexpr std::uint64_t kMaxNumel = std::uint64_t(1) << 50;
       for (const auto& d : shape->arr) {
-        if (!d.is_number() || d.num < 0 || d.num != static_cast<double>(static_cast<std::int64_t>(d.num)) || d.num > 1e15)
+        // range before any cast (a double outside int64's range, or NaN, is undefined behaviour to cast)
+        if (!d.is_number() || !(d.num >= 0 && d.num <= double(kMaxNumel)) || d.num != std::floor(d.num))
           fail(path(), ": tensor '", name, "': invalid shape entry");
-        t.shape.push_back(static_cast<std::int64_t>(d.num));
-        numel *= static_cast<std::uint64_t>(d.num);
-        if (numel > (std::uint64_t(1) << 50)) fail(path(), ": tensor '", name, "': shape too large");
+        const auto dim = static_cast<std::uint64_t>(d.num);
+        if (dim != 0 && numel > kMaxNumel / dim) fail(path(), ": tensor '", name, "': shape too large");
+        t.shape.push_back(static_cast<std::int64_t>(dim));
+        numel *= dim;
       }
-      const double b = off->arr[0].num, e = off->arr[1].num;
-      if (!off->arr[0].is_number() || !off->arr[1].is_number() || b < 0 || e < b || e > double(buffer))
-        fail(path(), ": tensor '", name, "': data_offsets [", b, ", ", e, "] outside the ", buffer, "-byte data buffer (truncated file?)");
-      const std::uint64_t begin = static_cast<std::uint64_t>(b), end = static_cast<std::uint64_t>(e);
+      const json::Value &jb = off->arr[0], &je = off->arr[1];
+      if (!jb.is_number() || !je.is_number() || !(jb.num >= 0 && jb.num <= je.num && je.num <= double(buffer)) ||
+          jb.num != std::floor(jb.num) || je.num != std::floor(je.num))
+        fail(path(), ": tensor '", name, "': data_offsets [", jb.num, ", ", je.num, "] lie outside the ", buffer,
+             "-byte data buffer or are not whole numbers (truncated file?)");
+      const std::uint64_t begin = static_cast<std::uint64_t>(jb.num), end = static_cast<std::uint64_t>(je.num);
       if (end - begin != numel * dtype_size(t.dtype))
         fail(path(), ": tensor '", name, "': ", end - begin, " bytes for ", numel, " elements of ", to_string(t.dtype));
       t.data = base + begin;
       t.nbytes = static_cast<std::size_t>(end - begin);
       tensors_[name] = std::move(t);
     }
+    // no two tensors may share bytes (a corrupt header would alias two weights)
+    std::vector<const TensorInfo*> spans;
+    for (const auto& [name, t] : tensors_)
+      if (t.nbytes) spans.push_back(&t);
+    std::sort(spans.begin(), spans.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->data < b->data; });
+    for (std::size_t i = 1; i < spans.size(); ++i)
+      if (spans[i - 1]->data + spans[i - 1]->nbytes > spans[i]->data)
+        fail(path(), ": tensors '", spans[i - 1]->name, "' and '", spans[i]->name, "' overlap in the data buffer");
   }
 };
 

@@ -27,6 +27,7 @@
 
 #include <Eigen/Core>
 #include <array>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,10 @@ struct LlamaConfig {
     if (head_dim() % 2 != 0) fail(where, ": head size ", head_dim(), " is odd (RoPE rotates pairs)");
     if (dim > (1 << 20) || hidden_dim > (1 << 22) || n_layers > 4096 || vocab_size > (1 << 24))
       fail(where, ": implausible config sizes (corrupt header?)");
+    // the hyper-parameters every forward reads: a non-finite or non-positive value gives NaN everywhere
+    if (!(norm_eps > 0.0f) || !(norm_eps <= 1.0f))
+      fail(where, ": rms_norm_eps ", norm_eps, " is not in (0, 1]");
+    if (!(rope_theta > 1.0f) || !std::isfinite(rope_theta)) fail(where, ": rope_theta ", rope_theta, " is not a finite value > 1");
   }
 };
 

@@ -123,6 +123,8 @@ AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, in
           fail("AWQ: loaded clip for ", to_string(r), " is [", mx.rows(), ", ", mx.cols(), "], expected [", W.rows(), ", ",
                Lg.ngroups, "]");
         if (!mx.allFinite() || (mn.size() && !mn.allFinite())) fail("AWQ: loaded clip for ", to_string(r), " is not finite");
+        if (mn.size() ? (mn.array() > mx.array()).any() : (mx.array() < 0.0f).any())
+          fail("AWQ: loaded clip for ", to_string(r), mn.size() ? " has min_val > max_val" : " has a negative max_val");
       } else {
         mx = awq_search_clip(q, W, sample_tokens(xs, o.clip_tokens), o, o.symmetric_clip ? nullptr : &mn);
       }
