@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces docs/results.md under protocol P: calibration = the first 128 windows of 256 tokens of the calib
 # text; evaluation = the first 100,352 tokens of the eval text in windows of 256.
-#   stories260K (tok512 ids of the text): RTN / AWQ / GPTQ / GPTQ+act_order / AWQ+GPTQ at W4 g32, W3 g32, W2 g32
+#   stories260K (tok512 ids of the text): RTN / AWQ (fast scoring, the default) / AWQ (reference scoring, awq-ref) /
+#     GPTQ / GPTQ+act_order / AWQ+GPTQ at W4 g32, W3 g32, W2 g32
 #     (shorter last group for the 172-wide down projection), W4 and W3 per channel;
-#   babyllama-tok105 (its reference .tok105.i32 ids): RTN / AWQ / GPTQ / AWQ+GPTQ at W4 g128, W3 g128, W2 g64
+#   babyllama-tok105 (its reference .tok105.i32 ids): RTN / AWQ / AWQ reference scoring / GPTQ / AWQ+GPTQ at W4 g128,
+#     W3 g128, W2 g64
 #     (the 352-wide down projection: two groups of 128 and one of 96 at g128).
 # Prints one JSON object per run.
 #   bash scripts/results.sh [stories|babyllama]      (after scripts/main.sh has built build/)
