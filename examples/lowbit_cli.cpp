@@ -1,20 +1,41 @@
-// lowbit: the command-line tool.
+// lowbit: the command-line tool.  `lowbit --help`, `lowbit help quantize` and `lowbit quantize --help` list every
+// option with its default and allowed values.
 //
-//   lowbit eval --model PATH [--tokenizer PATH] --data FILE [--seq-len N] [--max-tokens M] [--threads T] [--json]
+//   lowbit eval --model PATH --data FILE [--seq-len N] [--max-tokens M] [--tokenizer PATH] [--threads T] [--json]
+//   lowbit quantize --model PATH --method rtn|awq|gptq|awq+gptq (--spec w4a16g128[-sym][-ragged] | --wbits B ...)
+//                   [--calib FILE ...] [--save-fake DIR] [--eval FILE ...] [--json]
+//
+// Options are parsed by CLI11 (--opt value and --opt=value; numbers range-checked before anything runs; a typo
+// gets the nearest option suggested) and every file and folder is checked before the long work starts: input
+// files exist and are regular files, output locations are probed, options that do not apply to the chosen
+// method are warned about.  Progress goes to stderr (also with --json, whose one JSON object goes to stdout).
+// Errors go to stderr with exit code 1; usage errors exit with 2.
 //
 // --model: a llama2.c checkpoint (legacy .bin or ak42 v1/v2), a GGUF file or a Hugging Face folder.
-// --tokenizer: llama2.c tokenizer.bin, a SentencePiece .vocab, or (built with libsentencepiece) a
-// SentencePiece .model; by default the GGUF's own vocabulary, else tokenizer.model / tokenizer.bin / tok*.bin /
-// *.vocab beside the model.  --data: a text file (encoded as BOS + the whole text) or raw int32 token ids
-// (*.i32).  Errors go to stderr, exit code 1 (2 for usage errors).
+// --tokenizer: llama2.c tokenizer.bin, a SentencePiece .vocab, or (built with libsentencepiece) a SentencePiece
+// .model; by default the GGUF's own vocabulary, else tokenizer.model / tokenizer.bin / tok*.bin / *.vocab beside
+// the model.  Data files: text (encoded as BOS + the whole text) or raw int32 token ids (*.i32).
+//
+// Threads: OpenMP's default is to spin while waiting for work, which on a machine shared with other jobs turns
+// into waiting for a descheduled thread.  Unless OMP_WAIT_POLICY is set, lowbit runs with OMP_WAIT_POLICY=passive
+// (libgomp reads it once at start-up, so the tool re-executes itself with it set); docs/benchmarks.md has the
+// measurements and the --threads guidance.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <dirent.h>
-#include <sys/stat.h>
+#include <fstream>
 #include <lowbit/lowbit.hpp>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,62 +45,49 @@
 
 namespace {
 
-struct Args {
-  std::map<std::string, std::string> opts;
-  bool has(const std::string& k) const { return opts.count(k) != 0; }
-  std::string get(const std::string& k, const std::string& def = "") const {
-    auto it = opts.find(k);
-    return it == opts.end() ? def : it->second;
-  }
-  long num(const std::string& k, long def) const {
-    if (!has(k)) return def;
-    char* end = nullptr;
-    const std::string v = get(k);
-    const long n = std::strtol(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0') lowbit::fail("--", k, ": '", v, "' is not an integer");
-    return n;
-  }
-};
+using Json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "lowbit: %s\n"
-               "usage: lowbit eval --model PATH [--tokenizer PATH] --data FILE [--seq-len N] [--max-tokens M]\n"
-               "                   [--threads T] [--json]\n"
-               "       lowbit quantize --model PATH --method rtn|awq|gptq|awq+gptq (--spec w4a16g128[-sym][-ragged][-grid] |\n"
-               "                   --wbits B [--group G] [--sym] [--ragged])\n"
-               "                   [--grid minmax|gptq|omniquant] [--act-order] [--static-groups] [--percdamp P]\n"
-               "                   [--duo-scaling] [--awq-scoring fast|module|gram] [--awq-scale-tokens N] [--no-clip] [--asym-clip] [--propagate fp|quant]\n"
-               "                   [--calib FILE --nsamples N --seqlen L\n"
-               "                   --seed S --calib-sampling random|sequential] [--save-fake DIR] [--save-trans DIR]\n"
-               "                   [--save-scale F] [--save-clip F] [--load-scale F] [--load-clip F] [--eval FILE\n"
-               "                   [--eval-seq-len N] [--eval-max-tokens M]] [--tokenizer PATH] [--threads T]\n"
-               "                   [--json] [--quiet]\n",
-               why);
-  std::exit(2);
-}
-
-Args parse(int argc, char** argv, int first, const std::vector<std::string>& flags, const std::vector<std::string>& valued) {
-  Args a;
-  for (int i = first; i < argc; ++i) {
-    std::string k = argv[i];
-    if (k.rfind("--", 0) != 0) usage(("unexpected argument '" + k + "'").c_str());
-    k = k.substr(2);
-    bool is_flag = false, is_valued = false;
-    for (const auto& f : flags) is_flag |= f == k;
-    for (const auto& v : valued) is_valued |= v == k;
-    if (is_flag) a.opts[k] = "1";
-    else if (is_valued) {
-      if (i + 1 >= argc) usage(("--" + k + " needs a value").c_str());
-      a.opts[k] = argv[++i];
-    } else usage(("unknown option --" + k).c_str());
-  }
-  return a;
-}
+const std::string kVersion = std::to_string(LOWBIT_VERSION_MAJOR) + "." + std::to_string(LOWBIT_VERSION_MINOR) + "." +
+                             std::to_string(LOWBIT_VERSION_PATCH);
 
 bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
 }
+
+// ---- what the user sees while it runs -------------------------------------------------------------------
+
+// Progress and warnings on stderr; warnings are also kept for --json.
+struct Console {
+  bool quiet = false;
+  std::vector<std::string> warnings;
+  void progress(const std::string& line) const {
+    if (quiet) return;
+    std::fprintf(stderr, "[lowbit] %s\n", line.c_str());
+    std::fflush(stderr);
+  }
+  void warning(const std::string& m) {
+    warnings.push_back(m);
+    std::fprintf(stderr, "lowbit: warning: %s\n", m.c_str());
+  }
+};
+Console console;
+
+// Evaluation progress: a line per step on a log, one line rewritten in place on a terminal.
+std::function<void(std::int64_t, std::int64_t)> eval_progress(const std::string& label) {
+  if (console.quiet) return {};
+  const auto t0 = Clock::now();
+  const bool tty = ::isatty(2);
+  return [=](std::int64_t done, std::int64_t total) {
+    if (!tty && done != total && done * 10 / total == (done - 1) * 10 / total) return;  // ~10 lines on a log
+    std::fprintf(stderr, "%s[lowbit] %s: window %lld/%lld  %6.1fs%s", tty ? "\r" : "", label.c_str(), (long long)done,
+                 (long long)total, since(t0), tty && done != total ? "   " : "\n");
+    std::fflush(stderr);
+  };
+}
+
+// ---- inputs ---------------------------------------------------------------------------------------------
 
 std::string find_tokenizer(const std::string& model_path, bool is_dir) {
   const std::size_t slash = model_path.find_last_of('/');
@@ -124,16 +132,22 @@ std::vector<int> encode_with(const std::string& path, int vocab, const std::stri
 }
 
 struct LoadedModel {
+  std::string path;
   lowbit::Model model;
   lowbit::GgufModel gguf;
   bool is_dir = false, is_gguf = false;
+  const char* format() const { return is_dir ? "huggingface" : is_gguf ? "gguf" : "llama2c"; }
 };
 
 LoadedModel load_any(const std::string& path, lowbit::Tables tables = lowbit::Tables::resident) {
   LoadedModel r;
+  r.path = path;
   struct stat st;
   r.is_dir = ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-  r.is_gguf = !r.is_dir && ends_with(path, ".gguf");
+  if (!r.is_dir) {
+    const lowbit::MappedFile f(path);  // refuses missing and non-regular files with the system's reason
+    r.is_gguf = f.size() >= 4 && std::memcmp(f.data(), "GGUF", 4) == 0;
+  }
   if (r.is_gguf) {
     r.gguf = lowbit::load_gguf(path);
     r.model = std::move(r.gguf.model);
@@ -144,178 +158,637 @@ LoadedModel load_any(const std::string& path, lowbit::Tables tables = lowbit::Ta
 }
 
 // Token ids of a data file: raw int32 ids (*.i32), or BOS + the text encoded with the model's tokenizer.
-std::vector<int> load_ids(const Args& a, const LoadedModel& lm, const std::string& model_path, const std::string& data) {
-  if (ends_with(data, ".i32")) return lowbit::read_token_file(data);
-  if (lm.is_gguf && lm.gguf.has_tokenizer && !a.has("tokenizer")) return lm.gguf.tokenizer.encode(lowbit::read_text_file(data), true);
-  return encode_with(a.has("tokenizer") ? a.get("tokenizer") : find_tokenizer(model_path, lm.is_dir), lm.model.cfg.vocab_size,
-                     lowbit::read_text_file(data));
+std::vector<int> load_ids(const LoadedModel& lm, const std::string& tokenizer, const std::string& data) {
+  const auto t0 = Clock::now();
+  console.progress("reading " + data);
+  std::vector<int> ids;
+  if (ends_with(data, ".i32")) {
+    ids = lowbit::read_token_file(data);
+  } else {
+    const std::string text = lowbit::read_text_file(data);
+    if (lm.is_gguf && lm.gguf.has_tokenizer && tokenizer.empty()) ids = lm.gguf.tokenizer.encode(text, true);
+    else
+      ids = encode_with(tokenizer.empty() ? find_tokenizer(lm.path, lm.is_dir) : tokenizer, lm.model.cfg.vocab_size, text);
+  }
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= lm.model.cfg.vocab_size)
+      lowbit::fail(data, ": token id ", ids[i], " at position ", i, " is outside the model's vocabulary (", lm.model.cfg.vocab_size, ")");
+  if (!ends_with(data, ".i32")) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%zu tokens in %.2f s", ids.size(), since(t0));
+    console.progress("tokenized " + data + ": " + buf);
+  }
+  return ids;
 }
 
-int cmd_eval(const Args& a) {
-  if (!a.has("model")) usage("eval needs --model");
-  if (!a.has("data")) usage("eval needs --data");
-  if (a.has("threads")) lowbit::set_num_threads(int(a.num("threads", 0)));
-  const std::string model_path = a.get("model"), data = a.get("data");
-  const LoadedModel lm = load_any(model_path);
+// A file that must exist and be a regular file (a FIFO would block; a folder is a mistake).
+void check_input_file(const std::string& opt, const std::string& path) {
+  if (path.empty()) return;
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) lowbit::fail(opt, " ", path, ": ", std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) lowbit::fail(opt, " ", path, ": not a regular file");
+}
+
+void check_model_path(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) lowbit::fail("--model ", path, ": ", std::strerror(errno));
+  if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) lowbit::fail("--model ", path, ": not a file or a folder");
+}
+
+Json model_json(const LoadedModel& lm) {
+  const lowbit::LlamaConfig& c = lm.model.cfg;
+  return Json{{"path", lm.path},         {"format", lm.format()},  {"dim", c.dim},       {"hidden_dim", c.hidden_dim},
+              {"layers", c.n_layers},    {"heads", c.n_heads},     {"kv_heads", c.n_kv_heads},
+              {"vocab", c.vocab_size},   {"context", c.max_seq_len}};
+}
+
+// ---- options --------------------------------------------------------------------------------------------
+
+// Plain decimal integers only (CLI11 alone would read "010" as octal, "0x10" as hex and "-1" as 2^64-1 for an
+// unsigned option).
+CLI::Validator decimal(bool allow_sign) {
+  return CLI::Validator(
+      [allow_sign](std::string& s) -> std::string {
+        const std::size_t start = allow_sign && !s.empty() && s[0] == '-' ? 1 : 0;
+        if (s.size() == start || s.size() > 19 || s.find_first_not_of("0123456789", start) != std::string::npos ||
+            (s[start] == '0' && s.size() > start + 1))
+          return "'" + s + "' is not a " + (allow_sign ? "decimal integer" : "non-negative decimal integer");
+        return "";
+      },
+      "", "decimal");
+}
+const CLI::Validator kCount = decimal(false), kInt = decimal(true);
+
+const CLI::Validator kFinite(
+    [](std::string& s) -> std::string {
+      char* end = nullptr;
+      const double v = std::strtod(s.c_str(), &end);
+      if (s.empty() || *end != '\0' || !std::isfinite(v)) return "'" + s + "' is not a finite number";
+      return "";
+    },
+    "", "finite");
+
+// The nearest option names to a mistyped one (edit distance <= 3), for "did you mean".
+std::string suggest(const CLI::App& app, const std::string& arg) {
+  std::string name = arg.substr(0, arg.find('='));
+  while (!name.empty() && name[0] == '-') name.erase(0, 1);
+  auto distance = [](const std::string& a, const std::string& b) {
+    std::vector<std::size_t> d(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) d[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+      std::size_t prev = d[0];
+      d[0] = i;
+      for (std::size_t j = 1; j <= b.size(); ++j) {
+        const std::size_t cur = d[j];
+        d[j] = std::min({d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        prev = cur;
+      }
+    }
+    return d[b.size()];
+  };
+  std::size_t best = 4;
+  std::string out;
+  for (const CLI::Option* o : app.get_options())
+    for (const std::string& l : o->get_lnames()) {
+      const std::size_t dd = distance(name, l);
+      if (dd < best) best = dd, out = "--" + l;
+    }
+  return out;
+}
+
+struct EvalArgs {
+  std::string model, tokenizer, data;
+  int seq_len = 0;  // 0: min(512, the model's context)
+  std::int64_t max_tokens = 0;
+  int threads = 0;
+  bool json = false, quiet = false;
+};
+
+struct QuantizeArgs {
+  std::string model, tokenizer, method, spec, grid;
+  int wbits = 0, group = -1;
+  bool sym = false, ragged = false;
+  // GPTQ
+  bool act_order = false, static_groups = false;
+  double percdamp = 0.01;
+  // AWQ
+  bool duo_scaling = false, no_clip = false, asym_clip = false;
+  std::string awq_scoring = "fast";
+  int awq_scale_tokens = 4096;
+  std::string propagate;
+  // calibration
+  std::string calib, calib_sampling = "random";
+  int calib_samples = 128, calib_seq_len = 256;
+  std::uint64_t seed = 0;
+  // outputs
+  std::string save_fake, save_trans, save_scale, save_clip, load_scale, load_clip, save_dtype = "f32";
+  // evaluation
+  std::string eval, fp_eval_from;
+  int eval_seq_len = 0;
+  std::int64_t eval_max_tokens = 0;
+  bool no_fp_eval = false;
+  int threads = 0;
+  bool json = false, quiet = false;
+  std::vector<std::string> given;  // the options on the command line (long names)
+  bool has(const std::string& name) const { return std::find(given.begin(), given.end(), name) != given.end(); }
+};
+
+void add_common(CLI::App* c, std::string& model, std::string& tokenizer, int& threads, bool& json, bool& quiet) {
+  c->add_option("--model", model, "llama2.c .bin, .gguf, or a Hugging Face folder")->required()->group("Model");
+  c->add_option("--tokenizer", tokenizer,
+                "llama2.c tokenizer.bin, SentencePiece .vocab or .model (default: the GGUF's own, else the one beside the model)")
+      ->group("Model");
+  c->add_option("--threads", threads, "threads (default: all cores; see docs/benchmarks.md on shared machines)")
+      ->check(kCount)
+      ->check(CLI::Range(1, 1024))
+      ->group("Run");
+  c->add_flag("--json", json, "print one JSON object on stdout (progress stays on stderr)")->group("Run");
+  c->add_flag("--quiet", quiet, "no progress lines (warnings and errors are still printed)")->group("Run");
+}
+
+void add_eval_options(CLI::App* c, EvalArgs& a) {
+  add_common(c, a.model, a.tokenizer, a.threads, a.json, a.quiet);
+  c->add_option("--data", a.data, "text file (BOS + the whole text) or int32 token ids (*.i32)")->required()->group("Evaluation");
+  c->add_option("--seq-len,--eval-seq-len", a.seq_len, "window length (default: min(512, the model's context))")
+      ->check(kCount)
+      ->check(CLI::Range(2, 1 << 20))
+      ->group("Evaluation");
+  c->add_option("--max-tokens,--eval-max-tokens", a.max_tokens, "use only the first M token ids (default: all)")
+      ->check(kCount)
+      ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))
+      ->group("Evaluation");
+}
+
+void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
+  add_common(c, a.model, a.tokenizer, a.threads, a.json, a.quiet);
+  std::string methods;
+  for (const lowbit::MethodInfo* m : lowbit::method_infos()) methods += (methods.empty() ? "" : ", ") + std::string(m->name);
+  c->add_option("--method", a.method, "method or chain: " + methods + ", or transforms then one quantizer (awq+gptq)")
+      ->required()
+      ->group("Method");
+  auto* spec = c->add_option("--spec", a.spec, "quantizer spec: w<bits>a16[g<group>][-sym][-ragged][-minmax|-gptq|-omniquant|-ggml]")
+                   ->group("Method");
+  auto* wbits = c->add_option("--wbits", a.wbits, "weight bits (instead of --spec)")->check(kCount)->check(CLI::Range(2, 8))->group("Method");
+  auto* group = c->add_option("--group", a.group, "group size; -1 = per output channel")
+                    ->capture_default_str()
+                    ->check(kInt)
+                    ->check(CLI::Range(-1, 1 << 20))
+                    ->group("Method");
+  auto* sym = c->add_flag("--sym", a.sym, "symmetric (spec suffix -sym)")->group("Method");
+  auto* ragged = c->add_flag("--ragged", a.ragged, "allow a shorter last group when the group size does not divide a row (spec suffix -ragged)")
+                     ->group("Method");
+  spec->excludes(wbits)->excludes(group)->excludes(sym)->excludes(ragged);
+  group->needs(wbits);
+  c->add_option("--grid", a.grid, "integer grid (default: the method's reference: gptq for gptq chains, else minmax)")
+      ->check(CLI::IsMember({"minmax", "gptq", "omniquant", "ggml"}))
+      ->group("Method");
+  // GPTQ
+  c->add_flag("--act-order", a.act_order, "GPTQ: columns in order of decreasing Hessian diagonal")->group("GPTQ");
+  c->add_flag("--static-groups", a.static_groups, "GPTQ: group parameters fixed before the updates")->group("GPTQ");
+  c->add_option("--percdamp", a.percdamp, "GPTQ: damping as a fraction of mean(diag H)")
+      ->capture_default_str()
+      ->check(kFinite)
+      ->check(CLI::Range(0.0, 10.0))
+      ->group("GPTQ");
+  // AWQ
+  c->add_flag("--duo-scaling", a.duo_scaling, "AWQ: scales x^r / w^(1-r) (AutoAWQ) instead of x^r (llm-awq)")->group("AWQ");
+  c->add_option("--awq-scoring", a.awq_scoring, "AWQ: candidate scoring: fast (exact Gram + sampled module loss), module (the reference), gram")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fast", "module", "gram"}))
+      ->group("AWQ");
+  c->add_option("--awq-scale-tokens", a.awq_scale_tokens, "AWQ fast scoring: tokens the module loss is scored on")
+      ->capture_default_str()
+      ->check(kCount)
+      ->check(CLI::Range(1, 1 << 24))
+      ->group("AWQ");
+  c->add_flag("--no-clip", a.no_clip, "AWQ: skip the clip search")->group("AWQ");
+  c->add_flag("--asym-clip", a.asym_clip, "AWQ: search min and max clips (the reference clips symmetrically)")->group("AWQ");
+  c->add_option("--load-scale", a.load_scale, "AWQ: apply these scales (safetensors) instead of searching")->group("AWQ");
+  c->add_option("--load-clip", a.load_clip, "AWQ: apply these clips instead of searching")->group("AWQ");
+  c->add_option("--propagate", a.propagate, "chain every step reads: fp (full precision) or quant (default: each method's reference)")
+      ->check(CLI::IsMember({"fp", "quant"}))
+      ->group("Method");
+  // calibration
+  c->add_option("--calib", a.calib, "calibration text or int32 token ids (*.i32)")->group("Calibration");
+  c->add_option("--calib-samples,--nsamples", a.calib_samples, "calibration windows")
+      ->capture_default_str()
+      ->check(kCount)
+      ->check(CLI::Range(1, 1 << 24))
+      ->group("Calibration");
+  c->add_option("--calib-seq-len,--seqlen", a.calib_seq_len, "calibration window length")
+      ->capture_default_str()
+      ->check(kCount)
+      ->check(CLI::Range(1, 1 << 20))
+      ->group("Calibration");
+  c->add_option("--calib-sampling", a.calib_sampling, "random (GPTQ's random offsets) or sequential (the first windows)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"random", "sequential"}))
+      ->group("Calibration");
+  c->add_option("--seed", a.seed, "seed of random calibration windows")->capture_default_str()->check(kCount)->group("Calibration");
+  // outputs
+  c->add_option("--save-fake", a.save_fake, "write the fake-quantized model as a Hugging Face folder")->group("Outputs");
+  c->add_option("--save-trans", a.save_trans, "write the transformed (not quantized) model as a Hugging Face folder")->group("Outputs");
+  c->add_option("--save-dtype", a.save_dtype, "dtype of the saved folders")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16"}))
+      ->group("Outputs");
+  c->add_option("--save-scale", a.save_scale, "write AWQ's scales (safetensors)")->group("Outputs");
+  c->add_option("--save-clip", a.save_clip, "write AWQ's clips (safetensors)")->group("Outputs");
+  // evaluation
+  c->add_option("--eval", a.eval, "evaluate perplexity before and after on this text or *.i32 file")->group("Evaluation");
+  c->add_option("--eval-seq-len", a.eval_seq_len, "evaluation window length (default: min(512, the model's context))")
+      ->check(kCount)
+      ->check(CLI::Range(2, 1 << 20))
+      ->group("Evaluation");
+  c->add_option("--eval-max-tokens", a.eval_max_tokens, "evaluate only the first M token ids (default: all)")
+      ->check(kCount)
+      ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))
+      ->group("Evaluation");
+  c->add_flag("--no-fp-eval", a.no_fp_eval, "skip the full-precision evaluation (ppl_fp is null)")->group("Evaluation");
+  c->add_option("--fp-eval-from", a.fp_eval_from,
+                "reuse nll_fp/ppl_fp from an earlier --json output with the same model and evaluation settings")
+      ->group("Evaluation");
+}
+
+// ---- eval -----------------------------------------------------------------------------------------------
+
+int cmd_eval(const EvalArgs& a) {
+  const auto t0 = Clock::now();
+  check_model_path(a.model);
+  check_input_file("--data", a.data);
+  check_input_file("--tokenizer", a.tokenizer);
+  const LoadedModel lm = load_any(a.model);
   const lowbit::Model& m = lm.model;
-  const std::vector<int> ids = load_ids(a, lm, model_path, data);
-  const long seq_len = a.num("seq-len", std::min(512, m.cfg.max_seq_len));
-  const lowbit::PerplexityResult r = lowbit::perplexity(m, ids, int(seq_len), a.num("max-tokens", -1));
-  if (a.has("json")) {
-    std::printf("{\"ppl\": %.6f, \"nll\": %.6f, \"tokens\": %lld, \"windows\": %lld, \"seq_len\": %ld, \"seconds\": %.3f}\n",
-                r.ppl, r.nll, (long long)r.predictions, (long long)r.windows, seq_len, r.seconds);
+  const double t_load = since(t0);
+  const auto t1 = Clock::now();
+  const std::vector<int> ids = load_ids(lm, a.tokenizer, a.data);
+  const double t_tok = since(t1);
+  const int seq_len = a.seq_len ? a.seq_len : std::min(512, m.cfg.max_seq_len);
+  lowbit::PerplexityOptions po;
+  po.max_tokens = a.max_tokens;
+  po.progress = eval_progress("eval");
+  const lowbit::PerplexityResult r = lowbit::perplexity(m, ids, seq_len, po);
+  if (a.json) {
+    Json j;
+    j["lowbit"] = kVersion;
+    j["command"] = "eval";
+    j["ppl"] = r.ppl;
+    j["nll"] = r.nll;
+    j["predictions"] = r.predictions;
+    j["model"] = model_json(lm);
+    j["data"] = Json{{"file", a.data},
+                     {"tokens", ids.size()},
+                     {"max_tokens", a.max_tokens ? Json(a.max_tokens) : Json(nullptr)},
+                     {"seq_len", seq_len},
+                     {"windows", r.windows},
+                     {"tokens_used", r.windows * seq_len}};
+    j["threads"] = lowbit::max_threads();
+    j["seconds"] = Json{{"load", t_load}, {"tokenize", t_tok}, {"eval", r.seconds}, {"total", since(t0)}};
+    j["warnings"] = console.warnings;
+    std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("model %s: dim %d, %d layers, vocab %d\n", model_path.c_str(), m.cfg.dim, m.cfg.n_layers, m.cfg.vocab_size);
-    std::printf("data %s: %zu tokens, %lld windows of %ld, %lld predictions\n", data.c_str(), ids.size(),
+    std::printf("model %s: dim %d, %d layers, vocab %d\n", a.model.c_str(), m.cfg.dim, m.cfg.n_layers, m.cfg.vocab_size);
+    std::printf("data %s: %zu tokens, %lld windows of %d, %lld predictions\n", a.data.c_str(), ids.size(),
                 (long long)r.windows, seq_len, (long long)r.predictions);
     std::printf("nll %.4f  ppl %.4f  (%.2f s, %d threads)\n", r.nll, r.ppl, r.seconds, lowbit::max_threads());
   }
   return 0;
 }
 
-int cmd_quantize(const Args& a) {
-  for (const char* k : {"model", "method"})
-    if (!a.has(k)) usage((std::string("quantize needs --") + k).c_str());
-  if (a.has("spec") == a.has("wbits")) usage("quantize needs either --spec (e.g. w4a16g128-sym) or --wbits");
-  if (a.has("threads")) lowbit::set_num_threads(int(a.num("threads", 0)));
-  const auto t_start = std::chrono::steady_clock::now();
-  const std::string model_path = a.get("model"), method = a.get("method");
-  const std::vector<const lowbit::MethodInfo*> steps = lowbit::parse_method_chain(method);
-  bool calibrated = false, transforms = false;
-  for (const lowbit::MethodInfo* s : steps) calibrated |= s->calibrated, transforms |= !s->quantizes;
-  // The weight quantizer: a spec string (parse_spec: "w4a16g128-sym-ragged", its grid the method's reference
-  // unless it names one) or the same facts as flags.
-  lowbit::QuantSpec spec;
-  if (a.has("spec")) {
-    const std::string text = a.get("spec");
-    spec = lowbit::parse_spec(text);
-    bool names_grid = false;
-    for (const char* g : {"minmax", "gptq", "omniquant", "ggml"}) names_grid |= text.find(g) != std::string::npos;
-    if (!names_grid) spec.grid = lowbit::reference_grid(method);
-  } else {
-    spec.wbits = int(a.num("wbits", 4));
-    spec.group_size = int(a.num("group", -1));
-    spec.symmetric = a.has("sym");
-    spec.allow_ragged = a.has("ragged");
-    spec.grid = lowbit::reference_grid(method);
+// ---- quantize -------------------------------------------------------------------------------------------
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+// The full-precision result of an earlier run (its --json output), if it measured the same thing.
+std::pair<double, double> reuse_fp_eval(const std::string& path, const LoadedModel& lm, const std::string& eval, int L,
+                                        std::int64_t max_tokens) {
+  Json j;
+  try {
+    j = Json::parse(lowbit::read_text_file(path));
+  } catch (const Json::exception& e) {
+    lowbit::fail("--fp-eval-from ", path, ": not a JSON object (", e.what(), ")");
   }
-  if (a.has("grid")) spec.grid = lowbit::parse_grid(a.get("grid"));
-  if (spec.act_quantized()) lowbit::fail("--spec ", lowbit::to_string(spec), ": activation quantization is not supported yet (a16)");
-  if (spec.wbits < 2 || spec.wbits > 8) lowbit::fail("--wbits ", spec.wbits, " is not supported (2..8)");
+  auto field = [&](const Json& o, const char* k) -> const Json& {
+    if (!o.is_object() || !o.contains(k)) lowbit::fail("--fp-eval-from ", path, ": no \"", k, "\" (not a lowbit quantize --json output?)");
+    return o.at(k);
+  };
+  const Json& ev = field(j, "evaluation");
+  auto mismatch = [&](const char* what, const std::string& was, const std::string& now) {
+    lowbit::fail("--fp-eval-from ", path, ": it evaluated ", what, " ", was, ", this run evaluates ", now);
+  };
+  if (field(field(j, "model"), "path").dump() != Json(lm.path).dump()) mismatch("the model", field(j["model"], "path").dump(), lm.path);
+  if (field(ev, "file").dump() != Json(eval).dump()) mismatch("the file", field(ev, "file").dump(), eval);
+  if (field(ev, "seq_len").dump() != Json(L).dump()) mismatch("windows of", field(ev, "seq_len").dump(), std::to_string(L));
+  const Json mt = max_tokens ? Json(max_tokens) : Json(nullptr);
+  if (field(ev, "max_tokens").dump() != mt.dump()) mismatch("max_tokens", field(ev, "max_tokens").dump(), mt.dump());
+  const Json &nll = field(j, "nll_fp"), &ppl = field(j, "ppl_fp");
+  if (!nll.is_number() || !ppl.is_number()) lowbit::fail("--fp-eval-from ", path, ": it has no full-precision result (ppl_fp is null)");
+  return {nll.get<double>(), ppl.get<double>()};
+}
+
+int cmd_quantize(const QuantizeArgs& a) {
+  const auto t0 = Clock::now();
+  std::map<std::string, double> seconds;
+  const std::vector<const lowbit::MethodInfo*> steps = lowbit::parse_method_chain(a.method);
+  bool calibrated = false, transforms = false, has_awq = false, has_gptq = false;
+  for (const lowbit::MethodInfo* s : steps) {
+    calibrated |= s->calibrated, transforms |= !s->quantizes;
+    has_awq |= std::string(s->name) == "awq", has_gptq |= std::string(s->name) == "gptq";
+  }
+  if (a.spec.empty() && a.wbits == 0) lowbit::fail("quantize needs --spec (e.g. w4a16g128-sym) or --wbits");
+  // The weight quantizer: a spec string (its grid the method's reference unless it names one) or the same facts
+  // as flags; --grid overrides either.
+  lowbit::QuantSpec spec;
+  if (!a.spec.empty()) {
+    spec = lowbit::parse_spec(a.spec);
+    bool names_grid = false;
+    for (const char* g : {"minmax", "gptq", "omniquant", "ggml"}) names_grid |= a.spec.find(g) != std::string::npos;
+    if (!names_grid) spec.grid = lowbit::reference_grid(a.method);
+  } else {
+    spec.wbits = a.wbits;
+    spec.group_size = a.group;
+    spec.symmetric = a.sym;
+    spec.allow_ragged = a.ragged;
+    spec.grid = lowbit::reference_grid(a.method);
+  }
+  if (!a.grid.empty()) spec.grid = lowbit::parse_grid(a.grid);
+  if (spec.act_quantized()) lowbit::fail("--spec ", a.spec, ": activation quantization is not supported yet (a16)");
+  if (spec.group_size == 0) lowbit::fail("--group 0: a group size is positive, or -1 for per channel");
   lowbit::validate(spec);
-  if (a.has("save-trans") && !transforms) lowbit::fail("--save-trans needs a method with a transform (awq, awq+gptq)");
+  if (!a.save_trans.empty() && !transforms) lowbit::fail("--save-trans needs a method with a transform (awq, awq+gptq)");
+  if (calibrated && a.calib.empty()) lowbit::fail("--method ", a.method, " needs --calib FILE");
+  if (!a.fp_eval_from.empty() && a.no_fp_eval) lowbit::fail("--fp-eval-from and --no-fp-eval exclude each other");
+  if ((a.no_fp_eval || !a.fp_eval_from.empty() || a.eval_seq_len || a.eval_max_tokens) && a.eval.empty())
+    lowbit::fail("--no-fp-eval, --fp-eval-from, --eval-seq-len and --eval-max-tokens need --eval FILE");
+  // Options that do not apply to this method: a warning, so a sweep that passes them everywhere still runs.
+  auto not_for = [&](bool applies, std::initializer_list<const char*> opts, const char* who) {
+    if (applies) return;
+    for (const char* o : opts)
+      if (a.has(o)) console.warning(std::string(o) + " does not apply to --method " + a.method + " (" + who + " only); ignored");
+  };
+  not_for(has_gptq, {"--act-order", "--static-groups", "--percdamp"}, "gptq");
+  not_for(has_awq, {"--duo-scaling", "--no-clip", "--asym-clip", "--awq-scoring", "--awq-scale-tokens", "--load-scale",
+                    "--load-clip", "--save-scale", "--save-clip"}, "awq");
+  not_for(calibrated, {"--calib", "--calib-samples", "--calib-seq-len", "--calib-sampling", "--seed"}, "calibrated methods");
+  not_for(calibrated, {"--propagate"}, "calibrated methods");
+  if (calibrated && a.calib_sampling == "sequential" && a.has("--seed"))
+    console.warning("--seed does not apply to --calib-sampling sequential; ignored");
+
+  // Every input and output location before any work: hours of quantization must not end in "cannot write".
+  check_model_path(a.model);
+  if (calibrated) check_input_file("--calib", a.calib);
+  check_input_file("--tokenizer", a.tokenizer);
+  check_input_file("--eval", a.eval);
+  check_input_file("--load-scale", a.load_scale);
+  check_input_file("--load-clip", a.load_clip);
+  check_input_file("--fp-eval-from", a.fp_eval_from);
+  for (const std::string* d : {&a.save_fake, &a.save_trans})
+    if (!d->empty()) {
+      if (same_file(*d, a.model)) lowbit::fail(*d, ": is the input model's folder; choose another output folder");
+      lowbit::check_writable_dir(*d);
+    }
+  if (!a.save_fake.empty() && !a.save_trans.empty() && a.save_fake == a.save_trans)
+    lowbit::fail("--save-fake and --save-trans name the same folder ", a.save_fake);
+  for (const std::string* f : {&a.save_scale, &a.save_clip})
+    if (!f->empty()) lowbit::check_writable_file(*f);
+
   // without --eval the classifier is never used: a Hugging Face model's tables stay in the mapped file
-  LoadedModel lm = load_any(model_path, a.has("eval") ? lowbit::Tables::resident : lowbit::Tables::deferred);
+  auto t = Clock::now();
+  LoadedModel lm = load_any(a.model, a.eval.empty() ? lowbit::Tables::deferred : lowbit::Tables::resident);
   const lowbit::Model& m = lm.model;
+  seconds["load"] = since(t);
+  t = Clock::now();
   lowbit::Windows calib;
+  std::size_t calib_tokens = 0;
   if (calibrated) {
-    if (!a.has("calib")) usage(("--method " + method + " needs --calib FILE").c_str());
-    const std::vector<int> ids = load_ids(a, lm, model_path, a.get("calib"));
-    const int n = int(a.num("nsamples", 128)), L = int(a.num("seqlen", 256));
-    const std::string sampling = a.get("calib-sampling", "random");
-    if (sampling == "random") calib = lowbit::random_windows(ids, n, L, std::uint64_t(a.num("seed", 0)));
-    else if (sampling == "sequential") calib = lowbit::sequential_windows(ids, n, L);
-    else usage("--calib-sampling must be random or sequential");
+    const std::vector<int> ids = load_ids(lm, a.tokenizer, a.calib);
+    calib_tokens = ids.size();
+    calib = a.calib_sampling == "random" ? lowbit::random_windows(ids, a.calib_samples, a.calib_seq_len, a.seed)
+                                         : lowbit::sequential_windows(ids, a.calib_samples, a.calib_seq_len);
   }
   // every linear's shape against the spec, and the calibration windows, before any work
   lowbit::visit(spec, [&](auto q) { lowbit::check_quantizable(m.cfg, q, calib, calibrated); });
   std::vector<int> eval_ids;
-  const long eval_L = a.num("eval-seq-len", std::min(512, m.cfg.max_seq_len)), eval_max = a.num("eval-max-tokens", -1);
-  lowbit::PerplexityResult fp, qr;
-  if (a.has("eval")) {
-    eval_ids = load_ids(a, lm, model_path, a.get("eval"));
-    fp = lowbit::perplexity(m, eval_ids, int(eval_L), eval_max);
-    if (!a.has("json")) std::printf("fp32:      ppl %.4f  (nll %.4f over %lld tokens)\n", fp.ppl, fp.nll, (long long)fp.predictions);
-  }
-  lowbit::MethodOptions mo;
-  mo.gptq.act_order = a.has("act-order");
-  mo.gptq.static_groups = a.has("static-groups");
-  if (a.has("percdamp")) mo.gptq.percdamp = std::stod(a.get("percdamp"));
-  mo.awq.duo_scaling = a.has("duo-scaling");
-  if (a.has("awq-scoring")) {
-    const std::string sc = a.get("awq-scoring");
-    if (sc == "module") mo.awq.scoring = lowbit::AwqScoring::module_output;
-    else if (sc == "fast") mo.awq.scoring = lowbit::AwqScoring::fast;
-    else if (sc == "gram") mo.awq.scoring = lowbit::AwqScoring::gram;
-    else usage("--awq-scoring must be module (the reference), fast or gram");
-  }
-  if (a.has("awq-scale-tokens")) mo.awq.scale_tokens = std::stoi(a.get("awq-scale-tokens"));
-  mo.awq.clip = !a.has("no-clip");
-  mo.awq.symmetric_clip = !a.has("asym-clip");
-  lowbit::PipelineOptions opt;
-  if (!a.has("quiet") && !a.has("json")) opt.progress = lowbit::stderr_progress();
-  if (a.has("propagate")) {
-    const std::string pr = a.get("propagate");
-    if (pr == "fp") opt.propagate = lowbit::Chain::full_precision;
-    else if (pr == "quant") opt.propagate = lowbit::Chain::quantized;
-    else usage("--propagate must be fp or quant");
-  }
+  const int eval_L = a.eval_seq_len ? a.eval_seq_len : std::min(512, m.cfg.max_seq_len);
+  if (!a.eval.empty()) eval_ids = load_ids(lm, a.tokenizer, a.eval);
+  seconds["tokenize"] = since(t);
+  std::vector<std::pair<double, double>> loaded_fp;
+  if (!a.fp_eval_from.empty()) loaded_fp.push_back(reuse_fp_eval(a.fp_eval_from, lm, a.eval, eval_L, a.eval_max_tokens));
   std::vector<lowbit::AwqBlockResult> loaded;
-  if (a.has("load-scale") || a.has("load-clip")) {
-    loaded = lowbit::load_awq(a.get("load-scale"), a.get("load-clip"), m.cfg.n_layers);
-    mo.awq_loaded = {&loaded, a.has("load-scale"), a.has("load-clip")};
+  if (!a.load_scale.empty() || !a.load_clip.empty()) loaded = lowbit::load_awq(a.load_scale, a.load_clip, m.cfg.n_layers);
+
+  lowbit::PerplexityOptions po;
+  po.max_tokens = a.eval_max_tokens;
+  std::optional<lowbit::PerplexityResult> fp, qr;
+  std::string fp_source = a.eval.empty() ? "none" : a.no_fp_eval ? "skipped" : !a.fp_eval_from.empty() ? "reused" : "measured";
+  if (fp_source == "measured") {
+    po.progress = eval_progress("eval fp");
+    fp = lowbit::perplexity(m, eval_ids, eval_L, po);
+    seconds["eval_fp"] = fp->seconds;
+    if (!a.json) std::printf("fp32:      ppl %.4f  (nll %.4f over %lld predictions)\n", fp->ppl, fp->nll, (long long)fp->predictions);
   }
-  // Sinks: the fake-quantized model in memory only when it is evaluated; files stream block by block.  The
-  // output folders are created (and their files opened) now, before any work.
-  lowbit::ModelSink keep(m, {a.has("eval"), false, false});
+
+  lowbit::MethodOptions mo;
+  mo.gptq.act_order = a.act_order;
+  mo.gptq.static_groups = a.static_groups;
+  mo.gptq.percdamp = a.percdamp;
+  mo.awq.duo_scaling = a.duo_scaling;
+  mo.awq.scoring = a.awq_scoring == "module" ? lowbit::AwqScoring::module_output
+                   : a.awq_scoring == "gram" ? lowbit::AwqScoring::gram
+                                             : lowbit::AwqScoring::fast;
+  mo.awq.scale_tokens = a.awq_scale_tokens;
+  mo.awq.clip = !a.no_clip;
+  mo.awq.symmetric_clip = !a.asym_clip;
+  if (!loaded.empty()) mo.awq_loaded = {&loaded, !a.load_scale.empty(), !a.load_clip.empty()};
+  lowbit::PipelineOptions opt;
+  if (!a.quiet) opt.progress = lowbit::stderr_progress();
+  if (!a.propagate.empty()) opt.propagate = a.propagate == "fp" ? lowbit::Chain::full_precision : lowbit::Chain::quantized;
+
+  // Sinks: the fake-quantized model in memory only when it is evaluated; folders stream block by block and are
+  // staged beside their place (created now, before any work).
+  lowbit::ModelSink keep(m, {!a.eval.empty(), false, false});
   lowbit::SinkFan sinks;
   sinks.add(&keep);
-  const std::string desc = lowbit::to_string(spec) + " " + method;
+  const std::string desc = lowbit::to_string(spec) + " " + a.method;
+  const lowbit::DType dtype = a.save_dtype == "f16" ? lowbit::DType::f16 : lowbit::DType::f32;
   std::unique_ptr<lowbit::HfSink> fake_out, trans_out;
-  if (a.has("save-fake")) {
-    fake_out = std::make_unique<lowbit::HfSink>(m, a.get("save-fake"), lowbit::Weights::fake_quantized, lowbit::DType::f32,
+  if (!a.save_fake.empty()) {
+    fake_out = std::make_unique<lowbit::HfSink>(m, a.save_fake, lowbit::Weights::fake_quantized, dtype,
                                                 std::map<std::string, std::string>{{"lowbit", "fake-quantized " + desc}});
     sinks.add(fake_out.get());
   }
-  if (a.has("save-trans")) {
-    trans_out = std::make_unique<lowbit::HfSink>(m, a.get("save-trans"), lowbit::Weights::transformed, lowbit::DType::f32,
+  if (!a.save_trans.empty()) {
+    trans_out = std::make_unique<lowbit::HfSink>(m, a.save_trans, lowbit::Weights::transformed, dtype,
                                                  std::map<std::string, std::string>{{"lowbit", "transformed " + desc}});
     sinks.add(trans_out.get());
   }
   lowbit::PipelineReport rep;
   lowbit::visit(spec, [&](auto q) {
-    auto chain = lowbit::make_method_chain(method, q, mo);
+    auto chain = lowbit::make_method_chain(a.method, q, mo);
     rep = lowbit::quantize_model(m, calib, chain, sinks, opt);
   });
+  seconds["quantize"] = rep.seconds;
+  if (rep.degenerate_groups) {
+    std::string where;
+    for (std::size_t k = 0; k < rep.degenerate_linears.size() && k < 3; ++k) where += (k ? ", " : "") + rep.degenerate_linears[k];
+    if (rep.degenerate_linears.size() > 3) where += ", ...";
+    console.warning(std::to_string(rep.degenerate_groups) + " of " + std::to_string(rep.groups) + " groups (" + where +
+                    ") have values of one sign only, which the minmax grid cannot hold: like AWQ's reference, they lose "
+                    "their offset (a constant group becomes 1e-5). Kept for parity; --grid gptq or omniquant includes "
+                    "zero in every group's range" + (spec.allow_ragged ? "; a 1-wide ragged last group is always one" : ""));
+  }
+  t = Clock::now();
   if (fake_out) fake_out->commit();
   if (trans_out) trans_out->commit();
-  if (a.has("save-scale")) lowbit::save_awq_scales(a.get("save-scale"), keep.awq);
-  if (a.has("save-clip")) lowbit::save_awq_clips(a.get("save-clip"), keep.awq);
-  if (a.has("eval")) qr = lowbit::perplexity(keep.fake, eval_ids, int(eval_L), eval_max);
-  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  if (a.has("json")) {
-    std::printf("{\"method\": \"%s\", \"spec\": \"%s\", \"wbits\": %d, \"group\": %d, \"sym\": %s, \"grid\": \"%s\", "
-                "\"act_order\": %s, \"ppl_fp\": %.6f, \"ppl_quant\": %.6f, \"eval_tokens\": %lld, "
-                "\"quant_seconds\": %.3f, \"seconds\": %.3f, \"damp_retries\": %d}\n",
-                method.c_str(), lowbit::to_string(spec).c_str(), spec.wbits, spec.group_size,
-                spec.symmetric ? "true" : "false", lowbit::to_string(spec.grid), mo.gptq.act_order ? "true" : "false",
-                a.has("eval") ? fp.ppl : 0.0, a.has("eval") ? qr.ppl : 0.0, (long long)qr.predictions, rep.seconds, total,
-                rep.damp_retries);
+  if (!a.save_scale.empty()) lowbit::save_awq_scales(a.save_scale, keep.awq);
+  if (!a.save_clip.empty()) lowbit::save_awq_clips(a.save_clip, keep.awq);
+  seconds["save"] = since(t);
+  if (!a.eval.empty()) {
+    po.progress = eval_progress("eval quantized");
+    qr = lowbit::perplexity(keep.fake, eval_ids, eval_L, po);
+    seconds["eval_quant"] = qr->seconds;
+  }
+  seconds["total"] = since(t0);
+  const std::optional<double> nll_fp = fp ? std::optional<double>(fp->nll) : loaded_fp.empty() ? std::nullopt : std::optional<double>(loaded_fp[0].first);
+  const std::optional<double> ppl_fp = fp ? std::optional<double>(fp->ppl) : loaded_fp.empty() ? std::nullopt : std::optional<double>(loaded_fp[0].second);
+  if (a.json) {
+    auto opt_num = [](std::optional<double> v) { return v ? Json(*v) : Json(nullptr); };
+    Json j;
+    j["lowbit"] = kVersion;
+    j["command"] = "quantize";
+    j["method"] = a.method;
+    j["spec"] = lowbit::to_string(spec);
+    j["wbits"] = spec.wbits;
+    j["group"] = spec.group_size;
+    j["sym"] = spec.symmetric;
+    j["ragged"] = spec.allow_ragged;
+    j["grid"] = lowbit::to_string(spec.grid);
+    j["nll_fp"] = opt_num(nll_fp);
+    j["ppl_fp"] = opt_num(ppl_fp);
+    j["nll_quant"] = opt_num(qr ? std::optional<double>(qr->nll) : std::nullopt);
+    j["ppl_quant"] = opt_num(qr ? std::optional<double>(qr->ppl) : std::nullopt);
+    j["fp_eval"] = fp_source;
+    j["quant_seconds"] = rep.seconds;
+    j["model"] = model_json(lm);
+    j["steps"] = rep.steps;
+    Json o = Json::object();
+    if (has_gptq) o.update(Json{{"act_order", a.act_order}, {"static_groups", a.static_groups}, {"percdamp", a.percdamp}});
+    if (has_awq)
+      o.update(Json{{"duo_scaling", a.duo_scaling}, {"awq_scoring", a.awq_scoring}, {"awq_scale_tokens", a.awq_scale_tokens},
+                    {"clip", !a.no_clip}, {"symmetric_clip", !a.asym_clip},
+                    {"load_scale", a.load_scale.empty() ? Json(nullptr) : Json(a.load_scale)},
+                    {"load_clip", a.load_clip.empty() ? Json(nullptr) : Json(a.load_clip)}});
+    o["propagate"] = a.propagate.empty() ? Json("reference") : Json(a.propagate);
+    j["options"] = o;
+    j["calibration"] = calibrated ? Json{{"file", a.calib},
+                                         {"tokens", calib_tokens},
+                                         {"windows", calib.size()},
+                                         {"seq_len", a.calib_seq_len},
+                                         {"sampling", a.calib_sampling},
+                                         {"seed", a.calib_sampling == "random" ? Json(a.seed) : Json(nullptr)}}
+                                  : Json(nullptr);
+    j["evaluation"] = a.eval.empty() ? Json(nullptr)
+                                     : Json{{"file", a.eval},
+                                            {"tokens", eval_ids.size()},
+                                            {"max_tokens", a.eval_max_tokens ? Json(a.eval_max_tokens) : Json(nullptr)},
+                                            {"seq_len", eval_L},
+                                            {"windows", qr->windows},
+                                            {"predictions", qr->predictions}};
+    j["outputs"] = Json{{"save_fake", a.save_fake.empty() ? Json(nullptr) : Json(a.save_fake)},
+                        {"save_trans", a.save_trans.empty() ? Json(nullptr) : Json(a.save_trans)},
+                        {"save_scale", a.save_scale.empty() ? Json(nullptr) : Json(a.save_scale)},
+                        {"save_clip", a.save_clip.empty() ? Json(nullptr) : Json(a.save_clip)},
+                        {"dtype", a.save_dtype}};
+    j["groups"] = rep.groups;
+    j["degenerate_groups"] = rep.degenerate_groups;
+    j["damp_retries"] = rep.damp_retries;
+    j["threads"] = lowbit::max_threads();
+    Json s = Json::object();
+    for (const char* k : {"load", "tokenize", "eval_fp", "quantize", "save", "eval_quant", "total"})
+      s[k] = seconds.count(k) ? Json(seconds[k]) : Json(nullptr);
+    j["seconds"] = s;
+    j["warnings"] = console.warnings;
+    std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s %s: quantized in %.2f s%s\n", method.c_str(), lowbit::to_string(spec).c_str(), rep.seconds,
+    std::printf("%s %s: quantized in %.2f s%s\n", a.method.c_str(), lowbit::to_string(spec).c_str(), rep.seconds,
                 rep.damp_retries ? " (GPTQ damping was raised for some layers)" : "");
-    if (a.has("eval")) std::printf("quantized: ppl %.4f  (nll %.4f)\n", qr.ppl, qr.nll);
+    if (ppl_fp && !fp) std::printf("fp32:      ppl %.4f  (reused from %s)\n", *ppl_fp, a.fp_eval_from.c_str());
+    if (qr) std::printf("quantized: ppl %.4f  (nll %.4f)\n", qr->ppl, qr->nll);
   }
   return 0;
+}
+
+// libgomp reads OMP_WAIT_POLICY once, when it is loaded; to change the default the tool runs itself again with
+// the variable set (once: the variable is then set).  LOWBIT_NO_REEXEC=1 turns this off.
+void default_wait_policy(char** argv) {
+  if (!LOWBIT_HAS_OPENMP || std::getenv("OMP_WAIT_POLICY") || std::getenv("LOWBIT_NO_REEXEC")) return;
+  ::setenv("OMP_WAIT_POLICY", "passive", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: then run on with the default policy
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) usage("missing subcommand");
-  const std::string cmd = argv[1];
+  default_wait_policy(argv);
+  CLI::App app{"lowbit " + kVersion + ": post-training quantization of LLaMA-family models on the CPU", "lowbit"};
+  app.set_version_flag("--version", "lowbit " + kVersion);
+  app.require_subcommand(1);
+  app.fallthrough(false);
+  EvalArgs ea;
+  QuantizeArgs qa;
+  CLI::App* eval = app.add_subcommand("eval", "perplexity of a model on a text (the GPTQ/AWQ protocol)");
+  add_eval_options(eval, ea);
+  CLI::App* quant = app.add_subcommand("quantize", "quantize a model (RTN, AWQ, GPTQ, chains such as awq+gptq)");
+  add_quantize_options(quant, qa);
+  CLI::App* help = app.add_subcommand("help", "help on a command: lowbit help quantize");
+  std::string help_on;
+  help->add_option("command", help_on, "eval or quantize");
   try {
-    if (cmd == "eval") return cmd_eval(parse(argc, argv, 2, {"json"}, {"model", "tokenizer", "data", "seq-len", "max-tokens", "threads"}));
-    if (cmd == "quantize")
-      return cmd_quantize(parse(argc, argv, 2,
-                                {"sym", "ragged", "act-order", "static-groups", "duo-scaling", "no-clip", "asym-clip", "json", "quiet"},
-                                {"model", "method", "spec", "wbits", "group", "grid", "percdamp", "calib", "nsamples", "seqlen", "seed",
-                                 "calib-sampling", "awq-scoring", "awq-scale-tokens", "save-fake", "save-trans", "save-scale", "save-clip", "load-scale",
-                                 "load-clip", "eval", "eval-seq-len", "eval-max-tokens", "tokenizer", "threads",
-                                 "propagate"}));
-    usage(("unknown subcommand '" + cmd + "'").c_str());
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "lowbit: %s\n", e.what());
+    // an unknown option: name the nearest one of the command the user meant
+    for (CLI::App* sub : {eval, quant})
+      if (sub->parsed())
+        for (const std::string& r : sub->remaining())
+          if (r.rfind("-", 0) == 0)
+            if (const std::string s = suggest(*sub, r); !s.empty()) std::fprintf(stderr, "lowbit: %s: did you mean %s?\n", r.c_str(), s.c_str());
+    std::fprintf(stderr, "Run with --help for more information.\n");
+    return 2;
+  }
+  if (help->parsed()) {
+    if (help_on.empty()) std::printf("%s", app.help().c_str());
+    else if (help_on == "eval") std::printf("%s", eval->help().c_str());
+    else if (help_on == "quantize") std::printf("%s", quant->help().c_str());
+    else {
+      std::fprintf(stderr, "lowbit: help: unknown command '%s' (eval, quantize)\n", help_on.c_str());
+      return 2;
+    }
+    return 0;
+  }
+  for (const CLI::Option* o : quant->get_options())
+    if (o->count() > 0 && !o->get_lnames().empty()) qa.given.push_back("--" + o->get_lnames()[0]);
+  const bool json = eval->parsed() ? ea.json : qa.json;
+  console.quiet = eval->parsed() ? ea.quiet : qa.quiet;
+  lowbit::set_warning_handler([](const std::string& m) { console.warning(m); });
+  try {
+    const int threads = eval->parsed() ? ea.threads : qa.threads;
+    if (threads > 0) lowbit::set_num_threads(threads);
+    return eval->parsed() ? cmd_eval(ea) : cmd_quantize(qa);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "lowbit: out of memory\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
-    return 1;
   }
+  if (json) std::fflush(stdout);
+  return 1;
 }

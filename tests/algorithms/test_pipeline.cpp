@@ -203,3 +203,64 @@ TEST_CASE("a Hugging Face model with deferred tables quantizes and saves like th
     for (Role r : all_roles) REQUIRE(x.linear(r).W == a.fake.blocks[std::size_t(i)].linear(r).W);
   }
 }
+
+TEST_CASE("the loop names the block and step of an error, and counts the groups the grid cannot hold", "[data][pipeline]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  Stories s = stories(4, 64);
+  // a loaded scale of 0 in block 1: AWQ's own message, with where it happened in front
+  const W4g32 q(32, Grid::minmax, true);
+  std::vector<AwqBlockResult> scales(5);
+  {
+    ModelSink keep(s.fp);
+    auto chain = make_method_chain("awq", q);
+    quantize_model(s.fp, s.calib, chain, keep);
+    for (std::size_t i = 0; i < 5; ++i) scales[i].scales = keep.awq[i].scales;
+  }
+  scales[1].scales["ffn_norm"][0] = 0.0f;
+  MethodOptions o;
+  o.awq_loaded = {&scales, true, false};
+  auto chain = make_method_chain("awq", q, o);
+  ModelSink sink(s.fp);
+  REQUIRE_THROWS_WITH(quantize_model(s.fp, s.calib, chain, sink),
+                      Catch::StartsWith("lowbit: block 1 awq: AWQ: loaded scales for ffn_norm are not all finite and positive"));
+  // a weight that overflows the chain's activations: named by block and chain, not reported as a result
+  Model bad = s.fp;
+  bad.blocks[3].up.W.row(2).setConstant(3e38f);
+  auto gptq = make_method_chain("gptq", W4g32(32, Grid::gptq, true));
+  REQUIRE_THROWS_WITH(quantize_model(bad, s.calib, gptq, sink), Catch::StartsWith("lowbit: block 3"));
+  // degenerate groups: the report's count is degenerate_groups() of every linear as the quantizing step got it
+  bad = s.fp;
+  for (Eigen::Index c = 0; c < 32; ++c) bad.blocks[0].q.W(4, c) = 0.1f + 0.001f * float(c);  // one positive group
+  auto rtn = make_method_chain("rtn", q);
+  const PipelineReport rep = quantize_model(bad, {}, rtn, sink);
+  std::int64_t want = 0, groups = 0;
+  for (const Block& b : bad.blocks)
+    for (Role r : all_roles) {
+      want += degenerate_groups(q, b.linear(r).W);
+      groups += b.linear(r).W.rows() * ((b.linear(r).W.cols() + 31) / 32);
+    }
+  REQUIRE(want >= 1);
+  REQUIRE(rep.degenerate_groups == want);
+  REQUIRE(rep.groups == groups);
+  REQUIRE(std::find(rep.degenerate_linears.begin(), rep.degenerate_linears.end(), "block 0 q_proj") != rep.degenerate_linears.end());
+}
+
+TEST_CASE("scale and clip files with names that are not AWQ's are errors naming the tensor", "[awq][io]") {
+  const std::string p = std::string(LOWBIT_BUILD_DIR) + "/awq_bad.safetensors";
+  const float v[4] = {1, 1, 1, 1};
+  auto file_with = [&](const std::string& name, std::vector<std::int64_t> shape) {
+    write_safetensors(p, {tensor_f32(name, shape, v)});
+    return p;
+  };
+  REQUIRE_NOTHROW(load_awq(file_with("blocks.0.attn_norm.scale", {4}), "", 2));
+  REQUIRE_THROWS_WITH(load_awq(file_with("blocks.0.atn_norm.scale", {4}), "", 2),
+                      Catch::Contains("'blocks.0.atn_norm.scale' is not a scale of an input group") && Catch::Contains("attn_norm"));
+  REQUIRE_THROWS_WITH(load_awq(file_with("blocks.x.attn_norm.scale", {4}), "", 2), Catch::Contains("is not named blocks.<block index>"));
+  REQUIRE_THROWS_WITH(load_awq(file_with("blocks.99999999999.attn_norm.scale", {4}), "", 2), Catch::Contains("is not named blocks.<block index>"));
+  REQUIRE_THROWS_WITH(load_awq(file_with("blocks.2.attn_norm.scale", {4}), "", 2), Catch::Contains("names block 2 but the model has 2"));
+  REQUIRE_THROWS_WITH(load_awq(file_with("blocks.0.attn_norm.scale", {2, 2}), "", 2), Catch::Contains("must be 1-D"));
+  REQUIRE_NOTHROW(load_awq("", file_with("blocks.1.down_proj.max_val", {2, 2}), 2));
+  REQUIRE_THROWS_WITH(load_awq("", file_with("blocks.1.q_proj.max_val", {2, 2}), 2), Catch::Contains("not a clip of a linear AWQ clips"));
+  REQUIRE_THROWS_WITH(load_awq("", file_with("blocks.1.down_proj.maxval", {2, 2}), 2), Catch::Contains("not a clip"));
+  std::remove(p.c_str());
+}

@@ -2,7 +2,10 @@
 #include <lowbit/core/error.hpp>
 #include <lowbit/core/gemm.hpp>
 #include <lowbit/core/parallel.hpp>
+#include <algorithm>
+#include <new>
 #include <random>
+#include <string>
 #include <vector>
 
 using namespace lowbit;
@@ -43,4 +46,36 @@ TEST_CASE("matmul_nt: the same bits for 1 and 2 threads on a long inner dimensio
   REQUIRE(C1 == C2);
   const Eigen::MatrixXd ref = A.cast<double>() * B.cast<double>().transpose();
   REQUIRE((C1.cast<double>() - ref).cwiseAbs().maxCoeff() <= 1e-3);
+}
+
+TEST_CASE("in_context names where an error arose, and warnings go to the handler", "[error]") {
+  REQUIRE_THROWS_WITH(in_context("block 3 awq", [] { fail("the search produced a non-finite loss"); }),
+                      "lowbit: block 3 awq: the search produced a non-finite loss");
+  REQUIRE_THROWS_WITH(in_context("block 3 gptq", []() -> int { throw std::bad_alloc(); }), "lowbit: block 3 gptq: out of memory");
+  REQUIRE(in_context("x", [] { return 7; }) == 7);
+  std::vector<std::string> seen;
+  const WarningHandler old = set_warning_handler([&](const std::string& m) { seen.push_back(m); });
+  warn("window of ", 256, " tokens");
+  set_warning_handler(old);
+  REQUIRE(seen == std::vector<std::string>{"window of 256 tokens"});
+}
+
+TEST_CASE("parallel_for runs small work serially and large work on every thread", "[parallel]") {
+  set_num_threads(2);
+  auto threads_used = [](std::int64_t n, std::int64_t work) {
+    std::vector<int> who(static_cast<std::size_t>(n), -1);
+    parallel_for(n, [&](std::int64_t i) {
+#if LOWBIT_HAS_OPENMP
+      who[std::size_t(i)] = omp_get_thread_num();
+#else
+      who[std::size_t(i)] = 0;
+#endif
+    }, work);
+    return *std::max_element(who.begin(), who.end()) + 1;
+  };
+  REQUIRE(threads_used(64, 16) == 1);  // 1,024 element operations: not worth waking a thread
+#if LOWBIT_HAS_OPENMP
+  REQUIRE(threads_used(64, 1 << 12) == 2);
+  REQUIRE(threads_used(2, kParallelMinWork) == 2);
+#endif
 }

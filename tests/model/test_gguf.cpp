@@ -1,6 +1,7 @@
 // GGUF: stories260K written as GGUF v3 here (with tok512 as tokenizer.ggml.* in llama.cpp's spelling);
 // the loaded model and tokenizer must reproduce the llama2.c model's logits and the reference token ids.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <lowbit/lowbit.hpp>
@@ -10,7 +11,9 @@
 using namespace lowbit;
 
 namespace {
-void write_gguf_model(const Model& m, const Tokenizer& tok, const std::string& path, bool f16) {
+// `bos`: the BOS id written (1 in llama.cpp's files); `drop_tokens`: tokens left out of tokenizer.ggml.tokens.
+void write_gguf_model(const Model& m, const Tokenizer& tok, const std::string& path, bool f16, double bos = 1,
+                      std::size_t drop_tokens = 0) {
   GgufWriter w;
   const LlamaConfig& c = m.cfg;
   w.add_string("general.architecture", "llama");
@@ -28,9 +31,11 @@ void write_gguf_model(const Model& m, const Tokenizer& tok, const std::string& p
     for (std::size_t k; (k = s.find(' ')) != std::string::npos;) s.replace(k, 1, "\xe2\x96\x81");
     pieces.push_back(s);
   }
+  pieces.resize(pieces.size() - drop_tokens);
   w.add_strings("tokenizer.ggml.tokens", pieces);
-  w.add_f32s("tokenizer.ggml.scores", tok.scores);
-  w.add_u32("tokenizer.ggml.bos_token_id", 1);
+  w.add_f32s("tokenizer.ggml.scores", std::vector<float>(tok.scores.begin(), tok.scores.end() - std::ptrdiff_t(drop_tokens)));
+  if (bos >= 0 && bos < 4294967296.0 && bos == std::floor(bos)) w.add_u32("tokenizer.ggml.bos_token_id", std::uint32_t(bos));
+  else w.add_f32("tokenizer.ggml.bos_token_id", float(bos));
   w.add_u32("tokenizer.ggml.eos_token_id", 2);
   w.add_tensor("token_embd.weight", m.tok_embeddings.data(), std::uint64_t(c.vocab_size), std::uint64_t(c.dim), f16);
   w.add_tensor("output_norm.weight", m.final_norm.data(), 1, std::uint64_t(c.dim), false);
@@ -78,4 +83,19 @@ TEST_CASE("GGUF (F32, F16) loads to the same model and tokenizer", "[data][gguf]
   std::ofstream(bad, std::ios::binary) << v9;
   REQUIRE_THROWS_WITH(load_gguf(bad), Catch::Contains("GGUF version 9"));
   std::remove(bad.c_str());
+}
+
+TEST_CASE("GGUF special token ids and the vocabulary are checked against the model", "[data][gguf]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/tok512.bin");
+  const Model ref = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
+  const Tokenizer tok = Tokenizer::load_llama2c(lowbit_test::shared_path("models/stories260K/tok512.bin"), 512);
+  const std::string path = std::string(LOWBIT_BUILD_DIR) + "/bad_ids.gguf";
+  for (double bos : {512.0, 4e9, 3e38, -1.0}) {  // out of the vocabulary, beyond int (undefined to cast), negative
+    write_gguf_model(ref, tok, path, false, bos);
+    CAPTURE(bos);
+    REQUIRE_THROWS_WITH(load_gguf(path), Catch::Contains("tokenizer.ggml.bos_token_id") && Catch::Contains("[0, 512)"));
+  }
+  write_gguf_model(ref, tok, path, false, 1, 12);
+  REQUIRE_THROWS_WITH(load_gguf(path), Catch::Contains("tokenizer.ggml.tokens must be an array of 512 strings"));
+  std::remove(path.c_str());
 }

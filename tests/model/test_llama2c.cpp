@@ -379,3 +379,29 @@ TEST_CASE("model hyper-parameters that make every forward non-finite are load er
     REQUIRE_THROWS_WITH(b.validate("cfg"), Catch::Contains("rope_theta"));
   }
 }
+
+TEST_CASE("a non-finite loss is an error naming the window and the block where the forward overflowed", "[data][ppl]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  Model m = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
+  const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.eval.tokens.i32"));
+  m.blocks[2].up.W.row(5).setConstant(3e38f);  // finite, but its products overflow
+  REQUIRE_THROWS_WITH(perplexity(m, ids, 256, 2560),
+                      Catch::Contains("window 0 (tokens 0..255) has a non-finite loss") &&
+                          Catch::Contains("first turns non-finite at block 2, the input of down_proj"));
+  REQUIRE(locate_nonfinite(m, std::vector<int>(ids.begin(), ids.begin() + 256), 256) == "block 2, the input of down_proj");
+}
+
+TEST_CASE("an evaluation window past the declared context is a warning, not an error", "[data][ppl]") {
+  LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  Model m = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
+  const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.eval.tokens.i32"));
+  const double within = perplexity(m, ids, 256, 2560).ppl;
+  m.cfg.max_seq_len = 128;  // what llama.cpp's converter writes for stories260K
+  std::vector<std::string> seen;
+  const WarningHandler old = set_warning_handler([&](const std::string& w) { seen.push_back(w); });
+  const double past = perplexity(m, ids, 256, 2560).ppl;
+  set_warning_handler(old);
+  REQUIRE(past == within);  // the declared context changes nothing in the computation
+  REQUIRE(seen.size() == 1);
+  REQUIRE_THAT(seen[0], Catch::Contains("longer than the model's declared context of 128"));
+}

@@ -268,3 +268,36 @@ TEST_CASE("bits per weight counts codes plus fp16 scale (and zero)", "[quant]") 
   REQUIRE(bits_per_weight(Quantizer<Bits<4>, PerGroup<128>, Symmetric>{}, 4096, 4096) == Approx(4.125));
   REQUIRE(bits_per_weight(Quantizer<Bits<8>, PerChannel, Symmetric>{}, 4096, 4096) == Approx(8 + 16.0 / 4096));
 }
+
+TEST_CASE("degenerate_groups counts the groups whose fake-quantized error exceeds half a step", "[quantizer][degenerate]") {
+  // Independent invariant: a group the grid holds is reproduced within half a step (s/2) everywhere; a group
+  // of one sign on the minmax grid loses its offset, so its error is about |min| (measured on the naive reference).
+  using Q4 = Quantizer<Bits<4>, PerGroup<dynamic_group>, Asymmetric>;
+  using Q2 = Quantizer<Bits<2>, PerGroup<dynamic_group>, Asymmetric>;
+  MatrixRM W = random_matrix(16, 95, 11);
+  for (Eigen::Index r = 0; r < W.rows(); r += 3)
+    for (Eigen::Index c = 32; c < 64; ++c) W(r, c) = std::fabs(W(r, c)) + 0.5f;  // positive groups in every 3rd row
+  for (Eigen::Index r = 0; r < W.rows(); ++r) W(r, 94) = r == 7 ? 0.0f : 0.25f * float(r + 1);
+  for (int g : {32, 47}) {  // 95 = 2 x 32 + 31, or 2 x 47 + a 1-wide ragged tail (a constant: degenerate unless 0)
+    for (int bits : {2, 4}) {
+      const MatrixRM ref = naive_fake_quant(W, bits, false, Grid::minmax, g);
+      std::int64_t expected = 0;
+      for (Eigen::Index r = 0; r < W.rows(); ++r)
+        for (Eigen::Index c0 = 0; c0 < W.cols(); c0 += g) {
+          const Eigen::Index n = std::min<Eigen::Index>(g, W.cols() - c0);
+          const float mn = W.row(r).segment(c0, n).minCoeff(), mx = W.row(r).segment(c0, n).maxCoeff();
+          const float s = std::max(mx - mn, 1e-5f) / float((1 << bits) - 1);
+          const float err = (W.row(r).segment(c0, n) - ref.row(r).segment(c0, n)).cwiseAbs().maxCoeff();
+          expected += err > 0.5f * s * 1.01f;
+        }
+      const std::int64_t got = bits == 4 ? degenerate_groups(Q4(g, Grid::minmax, true), W) : degenerate_groups(Q2(g, Grid::minmax, true), W);
+      CAPTURE(bits, g);
+      REQUIRE(expected >= 5);
+      REQUIRE(got == expected);
+    }
+  }
+  // grids that include zero in every range never have one, nor does the symmetric minmax grid
+  REQUIRE(degenerate_groups(Q4(47, Grid::gptq, true), W) == 0);
+  REQUIRE(degenerate_groups(Q4(47, Grid::omniquant, true), W) == 0);
+  REQUIRE(degenerate_groups(Quantizer<Bits<4>, PerGroup<dynamic_group>, Symmetric>(47, Grid::minmax, true), W) == 0);
+}

@@ -67,6 +67,9 @@ struct MethodInfo {
   bool calibrated;      // reads calibration activations
   Chain reads;          // its reference's chain
   Grid grid;            // its reference's integer grid (the default when the user names none)
+  // Run first, on the untouched block, the step leaves that block's output on the chain it reads in
+  // BlockJob::outputs (AWQ's capture forward): the loop then needs no copy of the original block.
+  bool outputs_original = false;
 };
 
 template <class Q>

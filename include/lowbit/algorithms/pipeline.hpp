@@ -155,6 +155,10 @@ struct PipelineReport {
   int damp_retries = 0;
   std::vector<std::string> steps;
   bool carried[2] = {false, false};  // by Chain
+  // Groups the grid cannot hold (degenerate_groups(): all values of one sign on the minmax grid), counted on the
+  // weights the quantizing step received; `degenerate_linears` names the linears that have some.
+  std::int64_t groups = 0, degenerate_groups = 0;
+  std::vector<std::string> degenerate_linears;
 };
 
 // Progress on stderr: one line rewritten in place on a terminal, a line per step in a log.
@@ -199,13 +203,13 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
     if (s->info().calibrated) rep.carried[std::size_t(c)] = true;
   }
   const int L = calibrated ? int(calib.at(0).size()) : 0;
+  if (calibrated && m.cfg.max_seq_len > 0 && L > m.cfg.max_seq_len)
+    warn("calibration windows of ", L, " tokens are longer than the model's declared context of ", m.cfg.max_seq_len,
+         " (RoPE runs past it; the statistics may not match the model's use)");
   std::array<MatrixRM, 2> x;  // block input by chain
   if (calibrated) {
     std::vector<int> toks;
-    for (const auto& w : calib) {
-      if (int(w.size()) != L) fail("calibration windows must all have the same length");
-      toks.insert(toks.end(), w.begin(), w.end());
-    }
+    for (const auto& w : calib) toks.insert(toks.end(), w.begin(), w.end());
     const MatrixRM e = embed(m, toks);
     for (int c = 0; c < 2; ++c)
       if (rep.carried[c]) x[std::size_t(c)] = e;
@@ -214,17 +218,32 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
     if (opt.progress)
       opt.progress({i, n, step, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
   };
-  const bool fp_chain = rep.carried[std::size_t(Chain::full_precision)];
   const bool keep_transformed = sink.wants_transformed();
+  // The full-precision chain runs the original block; no copy is needed when the first step hands over its output.
+  const bool fp_chain = rep.carried[std::size_t(Chain::full_precision)];
+  const bool keep_original = fp_chain && !(chain.steps[0]->info().outputs_original && reads[0] == Chain::full_precision);
+  const std::size_t last = chain.steps.size() - 1;  // the quantizing step (parse_method_chain)
   for (int i = 0; i < n; ++i) {
-    Block work = m.load_block(i);
-    const Block orig = fp_chain ? work : Block{};  // the full-precision chain runs the original block
+    const std::string block = "block " + std::to_string(i);
+    Block work = in_context(block + ": loading", [&] { return m.load_block(i); });
+    const Block orig = keep_original ? work : Block{};
     BlockJob job{m.cfg, i, n, L, work};
     for (int c = 0; c < 2; ++c)
       if (rep.carried[c]) job.inputs[std::size_t(c)] = &x[std::size_t(c)];
     job.step = [&](const std::string& s) { report(i, s); };
     job.keep_float_weights = keep_transformed;
-    for (std::size_t k = 0; k < chain.steps.size(); ++k) chain.steps[k]->run(job, reads[k]);
+    for (std::size_t k = 0; k < chain.steps.size(); ++k) {
+      if (k == last)
+        for (Role r : all_roles) {
+          const MatrixRM& W = work.linear(r).W;
+          const std::int64_t d = degenerate_groups(chain.q, W);
+          const GroupLayout gl = group_layout(chain.q, W.rows(), W.cols());
+          rep.groups += gl.per_tensor ? 1 : gl.rows * gl.ngroups;
+          rep.degenerate_groups += d;
+          if (d) rep.degenerate_linears.push_back(job.where(r));
+        }
+      in_context(block + " " + chain.steps[k]->info().name, [&] { chain.steps[k]->run(job, reads[k]); });
+    }
     std::array<QuantizedLinear, 7> ql;
     Block fake_copy;
     if (keep_transformed) {  // norms and biases as transformed; the linears' weights are replaced below
@@ -234,28 +253,29 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
     Block& fake = keep_transformed ? fake_copy : work;
     for (Role r : all_roles) {
       auto& slot = job.quantized[std::size_t(r)];
-      if (!slot) fail("block ", i, ": method chain '", chain.name, "' left ", to_string(r), " unquantized");
+      if (!slot) fail(block, ": method chain '", chain.name, "' left ", to_string(r), " unquantized");
       ql[std::size_t(r)] = std::move(*slot);
       fake.linear(r).W = ql[std::size_t(r)].dequantize();
+      if (!fake.linear(r).W.allFinite())
+        fail(job.where(r), ": the quantized weight is not finite (its scales overflow float32)");
     }
-    if (fp_chain) {
-      if (auto& out = job.outputs[std::size_t(Chain::full_precision)]) {
-        x[std::size_t(Chain::full_precision)] = std::move(*out);
+    // Move each carried chain on to block i+1: the output a step already computed, else a forward through the
+    // block that chain runs (the original one, or the quantized one).
+    for (Chain c : {Chain::full_precision, Chain::quantized}) {
+      const std::size_t ci = std::size_t(c);
+      if (!rep.carried[ci]) continue;
+      if (auto& out = job.outputs[ci]) {
+        x[ci] = std::move(*out);
       } else {
-        report(i, "propagate fp");
-        block_forward(m.cfg, orig, x[std::size_t(Chain::full_precision)], L);
+        if (c == Chain::full_precision && !keep_original) fail(block, ": internal: the first step did not hand over its output");
+        report(i, c == Chain::full_precision ? "propagate fp" : "propagate q");
+        block_forward(m.cfg, c == Chain::full_precision ? orig : fake, x[ci], L);
       }
-    }
-    if (rep.carried[std::size_t(Chain::quantized)]) {
-      if (auto& out = job.outputs[std::size_t(Chain::quantized)]) {
-        x[std::size_t(Chain::quantized)] = std::move(*out);
-      } else {
-        report(i, "propagate q");
-        block_forward(m.cfg, fake, x[std::size_t(Chain::quantized)], L);
-      }
+      if (!x[ci].allFinite())
+        fail(block, ": the ", to_string(c), " chain's output is not finite (the activations overflow float32)");
     }
     rep.damp_retries += job.artifacts.damp_retries;
-    sink.block(FinishedBlock{i, work, fake, ql, job.artifacts});
+    in_context(block + ": output", [&] { sink.block(FinishedBlock{i, work, fake, ql, job.artifacts}); });
   }
   if (opt.progress && ::isatty(2)) std::fprintf(stderr, "\n");
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -4,6 +4,8 @@
 // >= ~512 here) 1 and 2 threads give different bits.  lowbit instead cuts the output into fixed tiles (never fewer
 // than two, so the products always run inside lowbit's parallel loop, where Eigen does not split them again) and
 // computes each tile with a serial Eigen GEMM: the tiles do not depend on the thread count, so neither do the bits.
+// A product too small to be worth a thread runs serially (parallel_for's work rule); it is then also below the
+// size at which Eigen would split it (50,000 multiply-adds per thread), so it stays one serial GEMM.
 //   matmul_nt   C = A B^T (linears, logits)
 //   add_gram    sum += X^T X in float per chunk of tokens, summed in double (GPTQ's Hessian, AWQ's Gram scoring)
 #pragma once
@@ -24,7 +26,7 @@ inline void matmul_nt(ConstMatrixRef A, ConstMatrixRef B, MatrixRM& C) {
   parallel_for((m + tile - 1) / tile, [&](std::int64_t t) {
     const Eigen::Index r0 = t * tile, h = std::min(tile, m - r0);
     C.middleRows(r0, h).noalias() = A.middleRows(r0, h) * B.transpose();
-  });
+  }, std::int64_t(tile) * B.rows() * A.cols());
 }
 
 
@@ -43,7 +45,7 @@ inline void add_gram(ConstMatrixRef X, Eigen::MatrixXd& sum) {
     parallel_for(tiles, [&](std::int64_t t) {
       const Eigen::Index j = t * kTile, w = std::min(kTile, in - j);
       P.middleCols(j, w).noalias() = Xc.transpose() * Xc.middleCols(j, w);
-    });
+    }, std::int64_t(kTile) * in * Xc.rows());
     sum += P.cast<double>();
   }
 }

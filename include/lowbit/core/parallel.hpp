@@ -39,10 +39,18 @@ inline void set_num_threads(int n) {
 #endif
 }
 
+// Below this much work (items x work_per_item, in element operations, about a nanosecond each) a loop runs
+// serially: waking the team costs more than it saves, and on a busy machine a parallel region waits for a
+// thread that is not scheduled.  Serial or parallel, the results are the same bits.
+constexpr std::int64_t kParallelMinWork = std::int64_t(1) << 15;
+
+// `work_per_item`: the loop body's cost in element operations, when the caller knows it (the default counts
+// every item as large enough to be worth a thread).
 template <class Fn>
-void parallel_for(std::int64_t n, Fn&& fn) {
+void parallel_for(std::int64_t n, Fn&& fn, std::int64_t work_per_item = kParallelMinWork) {
 #if LOWBIT_HAS_OPENMP
-  if (n > 1 && max_threads() > 1 && !omp_in_parallel()) {
+  const bool worth_it = work_per_item >= kParallelMinWork || n * work_per_item >= kParallelMinWork;
+  if (n > 1 && worth_it && max_threads() > 1 && !omp_in_parallel()) {
     std::exception_ptr first;
     std::int64_t first_index = std::numeric_limits<std::int64_t>::max();
 #pragma omp parallel for schedule(static)
@@ -60,6 +68,8 @@ void parallel_for(std::int64_t n, Fn&& fn) {
     if (first) std::rethrow_exception(first);
     return;
   }
+#else
+  (void)work_per_item;
 #endif
   for (std::int64_t i = 0; i < n; ++i) fn(i);
 }
@@ -72,7 +82,7 @@ void parallel_for_chunks(std::int64_t n, std::int64_t chunk, Fn&& fn) {
   parallel_for(nchunks, [&](std::int64_t c) {
     const std::int64_t b = c * chunk;
     fn(b, b + chunk < n ? b + chunk : n);
-  });
+  }, chunk);
 }
 
 }  // namespace lowbit

@@ -15,7 +15,9 @@
 // O(n^2), with the same choice at every step: a whole 400 KB text encodes in a fraction of a second.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <queue>
 #include <string>
@@ -80,7 +82,12 @@ class Tokenizer {
       std::string piece(line.substr(0, tab));
       for (std::size_t k; (k = piece.find("\xe2\x96\x81")) != std::string::npos;) piece.replace(k, 3, " ");
       t.vocab.push_back(piece);
-      t.scores.push_back(std::stof(std::string(line.substr(tab + 1))));
+      const std::string num(line.substr(tab + 1));
+      char* end = nullptr;
+      const float score = std::strtof(num.c_str(), &end);
+      if (num.empty() || *end != '\0' || std::isnan(score))
+        fail(path, ": line ", line_no, ": the score '", num, "' is not a number");
+      t.scores.push_back(score);
     }
     t.build_index();
     return t;
@@ -131,10 +138,9 @@ class Tokenizer {
     if (token < 0 || token >= int(vocab.size())) fail("tokenizer: token id ", token, " outside the vocabulary");
     std::string_view p = vocab[std::size_t(token)];
     if (prev == bos && !p.empty() && p[0] == ' ') p.remove_prefix(1);
-    if (p.size() == 6 && p.substr(0, 3) == "<0x" && p[5] == '>') {
-      const unsigned v = std::stoul(std::string(p.substr(3, 2)), nullptr, 16);
-      return std::string(1, char(v));
-    }
+    auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
+    if (p.size() == 6 && p.substr(0, 3) == "<0x" && p[5] == '>' && hex(p[3]) >= 0 && hex(p[4]) >= 0)
+      return std::string(1, char(hex(p[3]) * 16 + hex(p[4])));
     return std::string(p);
   }
 

@@ -84,6 +84,18 @@ inline GgufModel load_gguf(const std::string& path) {
   c.tied_embeddings = !f->has_tensor("output.weight");
   c.validate(path);
   Model& m = out.model;
+  // every tensor's presence, shape and type from the header, before anything is allocated
+  auto name = [](int i, const char* t) { return "blk." + std::to_string(i) + "." + t + ".weight"; };
+  detail::gguf_read(*f, "token_embd.weight", std::uint64_t(c.vocab_size), std::uint64_t(c.dim), nullptr);
+  detail::gguf_read(*f, "output_norm.weight", 1, std::uint64_t(c.dim), nullptr);
+  if (!c.tied_embeddings) detail::gguf_read(*f, "output.weight", std::uint64_t(c.vocab_size), std::uint64_t(c.dim), nullptr);
+  for (int i = 0; i < c.n_layers; ++i) {
+    for (const NormDesc& n : kNorms) detail::gguf_read(*f, name(i, n.gguf), 1, std::uint64_t(c.dim), nullptr);
+    for (const LinearDesc& l : kLinears) {
+      const auto shape = linear_shape(c, l.role);
+      detail::gguf_read(*f, name(i, l.gguf), std::uint64_t(shape[0]), std::uint64_t(shape[1]), nullptr);
+    }
+  }
   m.tok_embeddings.resize(c.vocab_size, c.dim);
   detail::gguf_read(*f, "token_embd.weight", std::uint64_t(c.vocab_size), std::uint64_t(c.dim), m.tok_embeddings.data());
   m.final_norm.resize(c.dim);
@@ -91,14 +103,6 @@ inline GgufModel load_gguf(const std::string& path) {
   if (!c.tied_embeddings) {
     m.output.resize(c.vocab_size, c.dim);
     detail::gguf_read(*f, "output.weight", std::uint64_t(c.vocab_size), std::uint64_t(c.dim), m.output.data());
-  }
-  auto name = [](int i, const char* t) { return "blk." + std::to_string(i) + "." + t + ".weight"; };
-  for (int i = 0; i < c.n_layers; ++i) {  // every tensor's presence, shape and type, from the header
-    for (const NormDesc& n : kNorms) detail::gguf_read(*f, name(i, n.gguf), 1, std::uint64_t(c.dim), nullptr);
-    for (const LinearDesc& l : kLinears) {
-      const auto shape = linear_shape(c, l.role);
-      detail::gguf_read(*f, name(i, l.gguf), std::uint64_t(shape[0]), std::uint64_t(shape[1]), nullptr);
-    }
   }
   m.block_loader = [f, c, name](int i) {
     Block b;
@@ -118,6 +122,8 @@ inline GgufModel load_gguf(const std::string& path) {
     const GgufValue* model = f->find("tokenizer.ggml.model");
     if (!model || model->str != "llama")
       fail(path, ": tokenizer.ggml.model '", model ? model->str : std::string(), "' is not supported (llama)");
+    if (toks->type != GgufValue::array || toks->elem != GgufValue::string || toks->strs.size() != std::size_t(c.vocab_size))
+      fail(path, ": tokenizer.ggml.tokens must be an array of ", c.vocab_size, " strings (the model's vocabulary)");
     Tokenizer& t = out.tokenizer;
     for (std::string s : toks->strs) {
       for (std::size_t k; (k = s.find("\xe2\x96\x81")) != std::string::npos;) s.replace(k, 3, " ");  // U+2581 -> ' '
@@ -129,8 +135,17 @@ inline GgufModel load_gguf(const std::string& path) {
     } else {
       t.scores.assign(t.vocab.size(), 0.0f);
     }
-    if (const GgufValue* v = f->find("tokenizer.ggml.bos_token_id")) t.bos = int(v->num);
-    if (const GgufValue* v = f->find("tokenizer.ggml.eos_token_id")) t.eos = int(v->num);
+    // special ids: range-checked before the cast (a double outside int's range is undefined behaviour to cast)
+    auto token_id = [&](const char* key, int& id) {
+      const GgufValue* v = f->find(key);
+      if (!v) return;
+      if (v->type == GgufValue::string || v->type == GgufValue::array || !(v->num >= 0 && v->num < double(t.vocab.size())) ||
+          v->num != std::floor(v->num))
+        fail(path, ": metadata '", key, "' must be a token id in [0, ", t.vocab.size(), ")");
+      id = int(v->num);
+    };
+    token_id("tokenizer.ggml.bos_token_id", t.bos);
+    token_id("tokenizer.ggml.eos_token_id", t.eos);
     t.build_index();
     out.has_tokenizer = true;
   }

@@ -147,7 +147,9 @@ inline Model load_hf(const std::string& dir, Tables tables = Tables::resident) {
   auto shards = std::make_shared<detail::HfShards>();
   shards->dir = dir;
   const std::string single = dir + "/model.safetensors", index = dir + "/model.safetensors.index.json";
-  if (std::ifstream(index).good()) {
+  struct stat st;
+  auto exists = [&](const std::string& p) { return ::stat(p.c_str(), &st) == 0; };  // read_text_file / MappedFile refuse non-files
+  if (exists(index)) {
     const json::Value idx = json::parse(read_text_file(index), index);
     const json::Value* wm = idx.find("weight_map");
     if (!wm || !wm->is_object()) fail(index, ": missing \"weight_map\" object");
@@ -160,13 +162,30 @@ inline Model load_hf(const std::string& dir, Tables tables = Tables::resident) {
       if (!shards->files[it->second]->contains(name)) fail(dir + "/" + file.str, ": missing tensor '", name, "' listed in ", index);
       shards->where[name] = it->second;
     }
-  } else if (std::ifstream(single).good()) {
+  } else if (exists(single)) {
     shards->files.push_back(std::make_unique<SafetensorsFile>(single));
     for (const auto& [name, t] : shards->files[0]->tensors()) shards->where[name] = 0;
   } else {
     fail(dir, ": neither model.safetensors nor model.safetensors.index.json found");
   }
 
+  // Every tensor's presence, shape and dtype are checked from the headers before anything is allocated or
+  // converted (a corrupt config.json must not ask for gigabytes, nor fail halfway through a run).
+  auto name = [](int i, const char* t, const char* kind) { return "model.layers." + std::to_string(i) + "." + t + kind; };
+  shards->check("model.embed_tokens.weight", c.vocab_size, c.dim);
+  shards->check("model.norm.weight", c.dim, 1);
+  if (!c.tied_embeddings) {
+    if (!shards->has("lm_head.weight")) fail(dir, ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
+    shards->check("lm_head.weight", c.vocab_size, c.dim);
+  }
+  for (int i = 0; i < c.n_layers; ++i) {
+    for (const NormDesc& n : kNorms) shards->check(name(i, n.hf, ".weight"), c.dim, 1);
+    for (const LinearDesc& l : kLinears) {
+      const auto shape = linear_shape(c, l.role);
+      shards->check(name(i, l.hf, ".weight"), shape[0], shape[1]);
+      if (has_bias(c, l.role)) shards->check(name(i, l.hf, ".bias"), shape[0], 1);
+    }
+  }
   if (tables == Tables::resident) {
     m.tok_embeddings.resize(c.vocab_size, c.dim);
     shards->read("model.embed_tokens.weight", c.vocab_size, c.dim, m.tok_embeddings.data());
@@ -182,27 +201,15 @@ inline Model load_hf(const std::string& dir, Tables tables = Tables::resident) {
   m.final_norm.resize(c.dim);
   shards->read("model.norm.weight", c.dim, 1, m.final_norm.data());
   if (!c.tied_embeddings) {
-    if (!shards->has("lm_head.weight")) fail(dir, ": missing tensor 'lm_head.weight' (tie_word_embeddings is false)");
     if (tables == Tables::resident) {
       m.output.resize(c.vocab_size, c.dim);
       shards->read("lm_head.weight", c.vocab_size, c.dim, m.output.data());
     } else {
-      shards->check("lm_head.weight", c.vocab_size, c.dim);
       m.load_output = [shards, c] {
         MatrixRM o(c.vocab_size, c.dim);
         shards->read("lm_head.weight", c.vocab_size, c.dim, o.data());
         return o;
       };
-    }
-  }
-  // Every block tensor's presence, shape and dtype are checked now (headers only), not halfway through a run.
-  auto name = [](int i, const char* t, const char* kind) { return "model.layers." + std::to_string(i) + "." + t + kind; };
-  for (int i = 0; i < c.n_layers; ++i) {
-    for (const NormDesc& n : kNorms) shards->check(name(i, n.hf, ".weight"), c.dim, 1);
-    for (const LinearDesc& l : kLinears) {
-      const auto shape = linear_shape(c, l.role);
-      shards->check(name(i, l.hf, ".weight"), shape[0], shape[1]);
-      if (has_bias(c, l.role)) shards->check(name(i, l.hf, ".bias"), shape[0], 1);
     }
   }
   m.block_loader = [shards, c, name](int i) {
@@ -263,16 +270,14 @@ inline std::string hf_config_json(const LlamaConfig& c, DType dtype) {
 // block at a time: the constructor writes the header and the embeddings, block(i, b) appends block i (in
 // order), commit() finishes.  A model with interleaved RoPE (llama2.c, GGUF) has its q/k rows permuted to HF's
 // rotate-half order so the folder computes the same function.  Files are written atomically (temporary name,
-// then rename): a failure leaves no partial model.
+// then rename; the folder as a whole through AtomicDir): a failure leaves no partial model, and an existing folder
+// is replaced in one step, never left with the new weights beside the old config.
 class HfWriter {
  public:
   HfWriter(const Model& m, const std::string& dir, DType dtype = DType::f32,
            const std::map<std::string, std::string>& metadata = {})
       : cfg_(m.cfg), dir_(dir), dtype_(dtype) {
     if (dtype != DType::f32 && dtype != DType::f16) fail(dir, ": the Hugging Face writer writes F32 or F16");
-    struct stat st;
-    if (::stat(dir.c_str(), &st) != 0 && ::mkdir(dir.c_str(), 0755) != 0)
-      fail(dir, ": cannot create the directory (", std::strerror(errno), ")");
     const LlamaConfig& c = cfg_;
     std::vector<SafetensorsWriter::Entry> e;
     e.push_back({"model.embed_tokens.weight", dtype, {c.vocab_size, c.dim}});
@@ -286,14 +291,14 @@ class HfWriter {
         if (has_bias(c, l.role)) e.push_back({name(i, l.hf, ".bias"), dtype, {shape[0]}});
       }
     }
-    w_ = std::make_unique<SafetensorsWriter>(dir + "/model.safetensors", std::move(e), metadata);
+    w_ = std::make_unique<SafetensorsWriter>(dir_.staging() + "/model.safetensors", std::move(e), metadata);
     put("model.embed_tokens.weight", m.embeddings_matrix());  // converted one at a time when deferred
     put("model.norm.weight", m.final_norm);
     if (!c.tied_embeddings) put("lm_head.weight", m.output_matrix());
   }
 
   void block(int i, const Block& b) {
-    if (i != next_) fail(dir_, ": block ", i, " written out of order (expected ", next_, ")");
+    if (i != next_) fail(dir_.path(), ": block ", i, " written out of order (expected ", next_, ")");
     const bool permute = cfg_.rope == RopeStyle::interleaved;
     for (const NormDesc& n : kNorms) put(name(i, n.hf, ".weight"), b.norm(n.role));
     for (const LinearDesc& l : kLinears) {
@@ -308,12 +313,15 @@ class HfWriter {
     ++next_;
   }
 
+  // Finishes both files in the staging folder, then puts the folder in place in one step (AtomicDir).
   void commit() {
+    if (next_ != cfg_.n_layers) fail(dir_.path(), ": ", cfg_.n_layers - next_, " blocks were never written");
     w_->commit();
     const std::string cfg = detail::hf_config_json(cfg_, dtype_);
-    AtomicFile f(dir_ + "/config.json");
+    AtomicFile f(dir_.staging() + "/config.json");
     f.write(cfg.data(), cfg.size());
     f.commit();
+    dir_.commit();
   }
 
  private:
@@ -324,7 +332,7 @@ class HfWriter {
   void put(const std::string& n, const Eigen::VectorXf& v) { w_->write_floats(n, v.data(), std::size_t(v.size())); }
 
   LlamaConfig cfg_;
-  std::string dir_;
+  AtomicDir dir_;  // the folder is staged beside its place and renamed into it by commit()
   DType dtype_;
   std::unique_ptr<SafetensorsWriter> w_;
   int next_ = 0;

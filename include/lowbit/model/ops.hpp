@@ -57,7 +57,7 @@ inline void rope(MatrixRef x, int n_heads, int hd, int L, float theta, RopeStyle
         p[i1] = v0 * s + v1 * c;
       }
     }
-  });
+  }, std::int64_t(half) * n_heads * 6);
 }
 
 // Causal softmax attention of q [T, H*hd] over k, v [T, KV*hd] (already rotated); att [T, H*hd].
@@ -87,7 +87,7 @@ inline void causal_attention(ConstMatrixRef q, ConstMatrixRef k, ConstMatrixRef 
       }
       att.block(s * L + i0, h * hd, rows, hd).noalias() = S * V;
     }
-  });
+  }, std::int64_t(L) * L * hd);
 }
 
 // out = silu(g) * u (out may alias g).  Evaluated over the contiguous storage as one array, so Eigen's

@@ -44,7 +44,7 @@ struct QuantizedLinear {
         for (std::int64_t k = 0; k < cols(); ++k)
           y[k] = dequantize_value(grid, symmetric, float(c[k]), params.at(r, group_of(k)));
       }
-    });
+    }, cols());
     return out;
   }
 };

@@ -26,6 +26,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "../core/error.hpp"
 #include "../core/matrix.hpp"
@@ -132,7 +133,8 @@ GroupLayout group_layout(const Q& q, std::int64_t rows, std::int64_t cols, std::
     if (q.group_size <= 0) fail(name, ": group size ", q.group_size, " must be positive");
     if (cols % q.group_size != 0 && !q.allow_ragged)
       fail(name, ": group size ", q.group_size, " does not divide the row length ", cols,
-           " (opt in to a shorter last group with allow_ragged / the '-ragged' spec suffix)");
+           " (opt in to a shorter last group: the spec suffix '-ragged' as in w4a16g", q.group_size,
+           "-ragged, --ragged on the command line, allow_ragged in code)");
     L.group = q.group_size;
   }
   L.ngroups = (cols + L.group - 1) / L.group;
@@ -211,7 +213,7 @@ QuantParams compute_params(const Q& q, ConstMatrixRef x, const ClipRatios& clip 
       if (!simd::minmax_row(x.row(r).data(), L.cols, mn[r], mx[r]))
         detail::report_nonfinite(x.row(r).data(), L.cols, r, 0, name);
       sm[r] = q.grid == Grid::ggml ? detail::signed_absmax(x.row(r).data(), L.cols) : 0.0f;
-    });
+    }, L.cols);
     float lo = mn[0], hi = mx[0], smax = sm[0];
     for (std::int64_t r = 1; r < L.rows; ++r) {
       lo = std::min(lo, mn[r]);
@@ -234,7 +236,7 @@ QuantParams compute_params(const Q& q, ConstMatrixRef x, const ClipRatios& clip 
       P.scale(r, g) = p.scale;
       P.zero(r, g) = p.zero;
     }
-  });
+  }, L.cols);
   return P;
 }
 
@@ -270,7 +272,7 @@ void quantize(const Q& q, ConstMatrixRef x, const QuantParams& P, CodesRM& codes
         simd::quantize_row(row + c0, out + c0, n, p.scale, p.zero, static_cast<float>(Q::qmax));
       }
     }
-  });
+  }, L.cols);
 }
 
 // Real values of codes under the given parameters.
@@ -294,7 +296,7 @@ void dequantize(const Q& q, const CodesRM& codes, const QuantParams& P, MatrixRe
         simd::dequantize_row(row + c0, y + c0, n, p.scale, p.zero);
       }
     }
-  });
+  }, L.cols);
 }
 
 // Quantize-dequantize under given parameters (out may alias x).
@@ -312,7 +314,7 @@ void fake_quant(const Q& q, ConstMatrixRef x, const QuantParams& P, MatrixRef ou
       if (!simd::minmax_row(row + c0, n, mn, mx)) detail::report_nonfinite(row + c0, n, r, c0, name);
       detail::fake_quant_group(q, row + c0, out.row(r).data() + c0, n, P.at(r, g));
     }
-  });
+  }, L.cols);
 }
 
 // Min-max parameters and fake quantization in one pass over each group while it is in cache; returns the
@@ -343,8 +345,36 @@ QuantParams fake_quant(const Q& q, ConstMatrixRef x, MatrixRef out, const ClipRa
       P.zero(r, g) = p.zero;
       detail::fake_quant_group(q, row + c0, y + c0, n, p);
     }
-  });
+  }, L.cols);
   return P;
+}
+
+// Groups whose values the grid cannot hold: the group's [min, max] reaches more than half a step beyond the
+// grid's [dequantize(0), dequantize(qmax)].  This happens on the minmax grid (AWQ's reference) to a group whose
+// values all have one sign -- z = clamp(-round(min/s), 0, qmax) clamps, so the group loses its offset: a
+// constant positive group (always so for a 1-wide ragged tail) becomes 1e-5, a group of {0.5, 0.6} becomes
+// {0, 0.1}.  lowbit keeps the reference's behaviour by default (parity) and reports these groups; the gptq and
+// omniquant grids include zero in every range and never produce one.  Counted on the weights as given.
+template <class Q>
+std::int64_t degenerate_groups(const Q& q, ConstMatrixRef x) {
+  if (q.grid != Grid::minmax || Q::symmetric) return 0;  // the only grid whose range can miss the group's
+  const GroupLayout L = group_layout(q, x.rows(), x.cols());
+  if (L.per_tensor) return 0;  // one range over the whole tensor: it holds every value
+  std::vector<std::int64_t> per_row(static_cast<std::size_t>(L.rows), 0);
+  parallel_for(L.rows, [&](std::int64_t r) {
+    const float* row = x.row(r).data();
+    for (std::int64_t g = 0; g < L.ngroups; ++g) {
+      float mn, mx;
+      if (!simd::minmax_row(row + g * L.group, L.width(g), mn, mx)) continue;  // non-finite: reported elsewhere
+      const GroupParams p = q.fit_range(mn, mx, 0.0f);
+      const float lo = q.dequantize_value(0.0f, p), hi = q.dequantize_value(float(Q::qmax), p);
+      const float tol = 0.5f * p.scale * (1.0f + 1e-3f);
+      if (mn < std::min(lo, hi) - tol || mx > std::max(lo, hi) + tol) ++per_row[std::size_t(r)];
+    }
+  }, L.cols);
+  std::int64_t n = 0;
+  for (std::int64_t c : per_row) n += c;
+  return n;
 }
 
 // Bits per weight of the stored form: codes plus one fp16 scale (and an fp16/int zero point when

@@ -68,6 +68,7 @@ inline QuantSpec parse_spec(std::string_view text) {
     if (j < t.size() && t[j] == '-') ++j;
     while (j < t.size() && std::isdigit(static_cast<unsigned char>(t[j]))) ++j;
     if (j == i || (t[i] == '-' && j == i + 1)) bad(std::string("expected a number for ") + field);
+    if (j - i > 7) bad(std::string("the number for ") + field + " is out of range");
     const int v = std::stoi(t.substr(i, j - i));
     i = j;
     return v;

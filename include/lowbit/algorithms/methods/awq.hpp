@@ -137,7 +137,8 @@ AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, in
 }
 
 inline const MethodInfo& awq_info() {
-  static const MethodInfo i{"awq", /*quantizes=*/false, /*calibrated=*/true, Chain::full_precision, Grid::minmax};
+  static const MethodInfo i{"awq", /*quantizes=*/false, /*calibrated=*/true, Chain::full_precision, Grid::minmax,
+                            /*outputs_original=*/true};
   return i;
 }
 
@@ -182,23 +183,43 @@ inline void save_awq_clips(const std::string& path, const std::vector<AwqBlockRe
   write_safetensors(path, ts, {{"format", "lowbit-awq-clips"}});
 }
 
-// Reads scale and/or clip files (either path may be empty) into per-block results for AwqLoaded.
+// Reads scale and/or clip files (either path may be empty) into per-block results for AwqLoaded.  Every tensor
+// must be "blocks.<i>.<group key>.scale" (a key of input_groups()) or "blocks.<i>.<linear>.max_val" /
+// ".min_val" (a linear AWQ clips), with i a block of the model; anything else is an error naming the tensor.
+// Shapes and values are checked against the model when AWQ applies them (awq_block).
 inline std::vector<AwqBlockResult> load_awq(const std::string& scale_path, const std::string& clip_path, int n_blocks) {
   std::vector<AwqBlockResult> r(static_cast<std::size_t>(n_blocks));
-  auto block_of = [&](const std::string& path, const std::string& name, std::string& rest) {
-    if (name.rfind("blocks.", 0) != 0) fail(path, ": unexpected tensor '", name, "'");
+  // "blocks.<i>.<rest>": the block index and the rest of the name
+  auto split = [&](const std::string& path, const std::string& name, std::string& rest) {
     const std::size_t dot = name.find('.', 7);
-    const int i = std::stoi(name.substr(7, dot - 7));
-    if (i < 0 || i >= n_blocks) fail(path, ": tensor '", name, "' names block ", i, " but the model has ", n_blocks);
+    const std::string digits = name.rfind("blocks.", 0) == 0 && dot != std::string::npos ? name.substr(7, dot - 7) : "";
+    if (digits.empty() || digits.size() > 6 || digits.find_first_not_of("0123456789") != std::string::npos)
+      fail(path, ": tensor '", name, "' is not named blocks.<block index>.<name>");
+    const int i = std::stoi(digits);
+    if (i >= n_blocks) fail(path, ": tensor '", name, "' names block ", i, " but the model has ", n_blocks);
     rest = name.substr(dot + 1);
     return std::size_t(i);
+  };
+  auto strip = [](const std::string& s, const std::string& suffix, std::string& head) {
+    if (s.size() <= suffix.size() || s.compare(s.size() - suffix.size(), suffix.size(), suffix) != 0) return false;
+    head = s.substr(0, s.size() - suffix.size());
+    return true;
   };
   if (!scale_path.empty()) {
     SafetensorsFile f(scale_path);
     for (const auto& [name, t] : f.tensors()) {
-      std::string rest;
-      const std::size_t i = block_of(scale_path, name, rest);
-      const std::string key = rest.substr(0, rest.rfind(".scale"));
+      std::string rest, key;
+      const std::size_t i = split(scale_path, name, rest);
+      bool known = false;
+      if (strip(rest, ".scale", key))
+        for (const InputGroup& g : input_groups()) known |= key == g.key;
+      if (!known) {
+        std::string keys;
+        for (const InputGroup& g : input_groups()) keys += (keys.empty() ? "" : ", ") + std::string(g.key);
+        fail(scale_path, ": tensor '", name, "' is not a scale of an input group (blocks.<i>.<group>.scale with group one of ",
+             keys, ")");
+      }
+      if (t.shape.size() != 1) fail(scale_path, ": tensor '", name, "' must be 1-D (one scale per input channel)");
       const std::vector<float> v = f.floats(name);
       r[i].scales[key] = Eigen::Map<const Eigen::VectorXf>(v.data(), Eigen::Index(v.size()));
     }
@@ -206,14 +227,16 @@ inline std::vector<AwqBlockResult> load_awq(const std::string& scale_path, const
   if (!clip_path.empty()) {
     SafetensorsFile f(clip_path);
     for (const auto& [name, t] : f.tensors()) {
-      std::string rest;
-      const std::size_t i = block_of(clip_path, name, rest);
-      const std::string lin = rest.substr(0, rest.find('.'));
+      std::string rest, lin;
+      const std::size_t i = split(clip_path, name, rest);
+      const bool is_min = strip(rest, ".min_val", lin);
+      if (!is_min && !strip(rest, ".max_val", lin)) lin.clear();
       const LinearDesc* d = nullptr;
-      for (const LinearDesc& l : kLinears)
-        if (lin == l.name) d = &l;
-      if (!d) fail(clip_path, ": tensor '", name, "' names no linear");
-      (rest.find(".min_val") != std::string::npos ? r[i].clip_min : r[i].clip_max)[d->role] = f.matrix(name);
+      for (Role role : awq_clip_roles())
+        if (lin == describe(role).name) d = &describe(role);
+      if (!d) fail(clip_path, ": tensor '", name, "' is not a clip of a linear AWQ clips (blocks.<i>.<linear>.max_val or .min_val)");
+      if (t.shape.size() != 2) fail(clip_path, ": tensor '", name, "' must be 2-D [rows, groups]");
+      (is_min ? r[i].clip_min : r[i].clip_max)[d->role] = f.matrix(name);
     }
   }
   return r;
