@@ -3,11 +3,13 @@
 # UBSan and a 2 GB memory limit.  Any crash, sanitizer report, uncaught exception, time-out or allocation over
 # the limit fails the run and leaves the reproducer in build-fuzz/artifacts/ (copy it to
 # tests/fuzz/regressions/<target>/ once fixed: the test suite replays that folder).
-#   bash scripts/fuzz.sh [SECONDS_PER_TARGET (default 20)] [TARGET ...]
+#   bash scripts/fuzz.sh [SECONDS_PER_TARGET (default 30)] [TARGET ...]
+#   LOWBIT_FUZZ_RUNS=1000000 bash scripts/fuzz.sh 0 [TARGET ...]     a fixed number of executions instead (the
+#                                                                     campaign in docs/benchmarks.md)
 # Needs clang++ with libFuzzer (Debian: clang, libclang-rt-dev); without them it says so and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds="${1:-20}"
+seconds="${1:-30}"
 shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(llama2c safetensors gguf hf tokenizer json awq_files)
@@ -32,9 +34,12 @@ run_one() {
   mkdir -p "$corpus"
   local log=build-fuzz/fuzz_$t.log dirs=("$corpus" "$seeds/$t")
   [ -d tests/fuzz/regressions/"$t" ] && dirs+=(tests/fuzz/regressions/"$t")
-  if build-fuzz/tests/fuzz/fuzz_"$t" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=20 \
+  local limit=(-max_total_time="$seconds")
+  [ -n "${LOWBIT_FUZZ_RUNS:-}" ] && limit=(-runs="$LOWBIT_FUZZ_RUNS")
+  if build-fuzz/tests/fuzz/fuzz_"$t" "${limit[@]}" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=20 \
        -max_len=65536 -print_final_stats=1 -artifact_prefix=build-fuzz/artifacts/"$t"- "${dirs[@]}" >"$log" 2>&1; then
-    echo "fuzz $t: $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$') executions, no failure"
+    echo "fuzz $t: $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$') executions," \
+         "peak RSS $(grep -o 'stat::peak_rss_mb: *[0-9]*' "$log" | grep -o '[0-9]*$') MB, no failure"
   else
     echo "fuzz $t: FAILED (see $log; reproducer in build-fuzz/artifacts/)"
     tail -40 "$log"

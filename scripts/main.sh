@@ -13,7 +13,7 @@ shared="${LOWBIT_SHARED:-../shared}"
 if [ -f "$shared/models/stories260K/stories260K.bin" ]; then
   # AWQ W4 g32 on stories260K under protocol P (docs/results.md), perplexity before and after
   ./build/examples/lowbit quantize --model "$shared/models/stories260K/stories260K.bin" --method awq --wbits 4 \
-      --group 32 --ragged --calib "$shared/data/tinystories/tinystories_val.calib.txt" --nsamples 128 --seqlen 256 \
+      --group 32 --ragged --calib "$shared/data/tinystories/tinystories_val.calib.txt" --calib-samples 128 --calib-seq-len 256 \
       --calib-sampling sequential --eval "$shared/data/tinystories/tinystories_val.eval.txt" --eval-seq-len 256 \
       --eval-max-tokens 100352
 else

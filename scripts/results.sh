@@ -16,7 +16,7 @@ which="${1:-all}"
 run() { "${LOWBIT:-./build/examples/lowbit}" quantize --threads 2 "$@"; }
 if [ "$which" = all ] || [ "$which" = stories ]; then
   P=(--model "$S/models/stories260K/stories260K.bin"
-     --calib "$S/data/tinystories/tinystories_val.calib.txt" --nsamples 128 --seqlen 256 --calib-sampling sequential
+     --calib "$S/data/tinystories/tinystories_val.calib.txt" --calib-samples 128 --calib-seq-len 256 --calib-sampling sequential
      --eval "$S/data/tinystories/tinystories_val.eval.txt" --eval-seq-len 256 --eval-max-tokens 100352 --json)
   for spec in "4 32" "3 32" "2 32" "4 -1" "3 -1"; do
     set -- $spec
@@ -31,7 +31,7 @@ if [ "$which" = all ] || [ "$which" = stories ]; then
 fi
 if [ "$which" = all ] || [ "$which" = babyllama ]; then
   B=(--model "$S/models/babyllama-tok105/model5000.bin"
-     --calib "$S/data/tinystories/tinystories_val.calib.tok105.i32" --nsamples 128 --seqlen 256 --calib-sampling sequential
+     --calib "$S/data/tinystories/tinystories_val.calib.tok105.i32" --calib-samples 128 --calib-seq-len 256 --calib-sampling sequential
      --eval "$S/data/tinystories/tinystories_val.eval.tok105.i32" --eval-seq-len 256 --eval-max-tokens 100352 --json)
   for spec in "4 128" "3 128" "2 64"; do
     set -- $spec

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # All tests: set up, build (Release) and run every test, then again under AddressSanitizer +
 # UndefinedBehaviorSanitizer in a second build directory; between the two, a short run of every libFuzzer target
-# (scripts/fuzz.sh, 20 s each; the saved reproducers are replayed by the tests in both builds).
+# (scripts/fuzz.sh, 30 s each; the saved reproducers are replayed by the tests in both builds).
 #   bash scripts/test.sh
 # Tests that need ../shared (or $LOWBIT_SHARED) skip with a message when it is absent; under CI
 # (CI=true) a missing file fails them instead.
@@ -16,7 +16,7 @@ cmake --build build -j "$jobs"
 (cd build && ctest -j "$jobs" --output-on-failure)
 
 # Fuzzing: each target for a short fixed time (clang + libFuzzer; skipped with a message when they are missing).
-bash scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-20}"
+bash scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-30}"
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_SANITIZE=ON \
       -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_INSTALL=OFF

@@ -261,6 +261,11 @@ TEST_CASE("loaded AWQ scales and clips are validated like weights (shape, finite
   AwqBlockResult bad = good;
   bad.scales["attn_norm"][3] = 0.0f;
   REQUIRE_THROWS_WITH(run(bad, true), Catch::Contains("attn_norm") && Catch::Contains("finite and positive"));
+  for (float tiny_or_huge : {1e-38f, 1e-9f, 1e9f, 3e38f}) {  // finite and positive, but they zero or overflow a channel
+    bad = good;
+    bad.scales["up_proj"][5] = tiny_or_huge;
+    REQUIRE_THROWS_WITH(run(bad, true), Catch::Contains("loaded scales for up_proj have entries outside [1e-08, 1e+08]"));
+  }
   bad = good;
   bad.scales.erase("ffn_norm");
   REQUIRE_THROWS_WITH(run(bad, true), Catch::Contains("no entry for group ffn_norm"));

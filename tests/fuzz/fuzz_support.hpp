@@ -7,6 +7,7 @@
 // crash, a sanitizer report, a hang (-timeout) or an allocation over the limit (-rss_limit_mb) is a defect.
 #pragma once
 
+#include <dirent.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,12 +45,22 @@ class MemFile {
   std::string path_;
 };
 
-// A folder of this process's own for targets that need a directory (Hugging Face folders).
+// A folder of this process's own for targets that need a directory (Hugging Face folders); removed with its
+// files when the process exits.
 inline const std::string& scratch_dir() {
   static const std::string d = [] {
     const char* base = std::getenv("TMPDIR");
     std::string p = std::string(base && *base ? base : "/tmp") + "/lowbit-fuzz-" + std::to_string(::getpid());
     ::mkdir(p.c_str(), 0700);
+    std::atexit([] {
+      const std::string& dir = scratch_dir();
+      if (DIR* dd = ::opendir(dir.c_str())) {
+        while (dirent* e = ::readdir(dd))
+          if (e->d_name[0] != '.') std::remove((dir + "/" + e->d_name).c_str());
+        ::closedir(dd);
+      }
+      ::rmdir(dir.c_str());
+    });
     return p;
   }();
   return d;

@@ -187,6 +187,21 @@ void check_quantizable(const LlamaConfig& cfg, const Q& q, const Windows& calib,
     if (w.size() != calib[0].size()) fail("calibration windows must all have the same length");
 }
 
+namespace detail {
+// The groups of the block's linears, and those the grid cannot hold, as the quantizing step receives them.
+template <class Q>
+void count_groups(const Q& q, const BlockJob& job, PipelineReport& rep) {
+  for (Role r : all_roles) {
+    const MatrixRM& W = job.block.linear(r).W;
+    const GroupLayout g = group_layout(q, W.rows(), W.cols());
+    const std::int64_t d = degenerate_groups(q, W);
+    rep.groups += g.per_tensor ? 1 : g.rows * g.ngroups;
+    rep.degenerate_groups += d;
+    if (d) rep.degenerate_linears.push_back(job.where(r));
+  }
+}
+}  // namespace detail
+
 template <class Q>
 PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<Q>& chain, BlockSink& sink,
                               const PipelineOptions& opt = {}) {
@@ -233,15 +248,7 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
     job.step = [&](const std::string& s) { report(i, s); };
     job.keep_float_weights = keep_transformed;
     for (std::size_t k = 0; k < chain.steps.size(); ++k) {
-      if (k == last)
-        for (Role r : all_roles) {
-          const MatrixRM& W = work.linear(r).W;
-          const std::int64_t d = degenerate_groups(chain.q, W);
-          const GroupLayout gl = group_layout(chain.q, W.rows(), W.cols());
-          rep.groups += gl.per_tensor ? 1 : gl.rows * gl.ngroups;
-          rep.degenerate_groups += d;
-          if (d) rep.degenerate_linears.push_back(job.where(r));
-        }
+      if (k == last) detail::count_groups(chain.q, job, rep);
       in_context(block + " " + chain.steps[k]->info().name, [&] { chain.steps[k]->run(job, reads[k]); });
     }
     std::array<QuantizedLinear, 7> ql;

@@ -60,7 +60,7 @@ class Tokenizer {
       pos += std::size_t(len);
     }
     if (pos != f.size()) fail(path, ": ", f.size() - pos, " bytes after ", vocab_size, " tokens (vocabulary size mismatch?)");
-    t.build_index();
+    t.build_index(path);
     return t;
   }
 
@@ -89,11 +89,17 @@ class Tokenizer {
         fail(path, ": line ", line_no, ": the score '", num, "' is not a number");
       t.scores.push_back(score);
     }
-    t.build_index();
+    t.build_index(path);
     return t;
   }
 
-  void build_index() {
+  // Indexes the vocabulary for encode(); checks that every id encode() can emit (<unk> = 0, bos, eos) is in it
+  // and that every token has a score.  `where` names the file in errors.
+  void build_index(const std::string& where = "tokenizer") {
+    if (vocab.empty()) fail(where, ": the vocabulary is empty");
+    if (scores.size() != vocab.size()) fail(where, ": ", scores.size(), " scores for ", vocab.size(), " tokens");
+    if (bos < 0 || std::size_t(bos) >= vocab.size() || eos < 0 || std::size_t(eos) >= vocab.size())
+      fail(where, ": the BOS / EOS ids ", bos, " / ", eos, " are outside the vocabulary of ", vocab.size(), " tokens");
     index_.clear();
     for (std::size_t i = 0; i < vocab.size(); ++i) index_.emplace(vocab[i], int(i));  // first id wins
     byte_fallback_ = vocab.size() > 258 && vocab[3] == "<0x00>" && vocab[258] == "<0xFF>";

@@ -146,7 +146,7 @@ inline GgufModel load_gguf(const std::string& path) {
     };
     token_id("tokenizer.ggml.bos_token_id", t.bos);
     token_id("tokenizer.ggml.eos_token_id", t.eos);
-    t.build_index();
+    t.build_index(path);
     out.has_tokenizer = true;
   }
   return out;

@@ -44,6 +44,9 @@ struct AwqLoaded {
   }
 };
 
+// The smallest loaded scale accepted (and 1 / it the largest).
+constexpr float kAwqMinScale = 1e-8f;
+
 inline const std::vector<Role>& awq_clip_roles() {
   static const std::vector<Role> r = {Role::v, Role::o, Role::gate, Role::up, Role::down};
   return r;
@@ -75,6 +78,11 @@ AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, in
       s = it->second;
       if (s.size() != x.cols()) fail("AWQ: loaded scales for ", g.key, " have ", s.size(), " entries, expected ", x.cols());
       if (!s.allFinite() || (s.array() <= 0.0f).any()) fail("AWQ: loaded scales for ", g.key, " are not all finite and positive");
+      // AWQ's search gives scales of about 1e-4..1e4 (x_mean^r clamped at 1e-4, normalised); far outside, folding
+      // zeroes the channel's weights below any quantization step or overflows the op in front
+      if ((s.array() < kAwqMinScale).any() || (s.array() > 1.0f / kAwqMinScale).any())
+        fail("AWQ: loaded scales for ", g.key, " have entries outside [", kAwqMinScale, ", ", 1.0f / kAwqMinScale,
+             "] (min ", s.minCoeff(), ", max ", s.maxCoeff(), "): not scales AWQ's search gives");
     } else {
       const Eigen::VectorXf xm = awq_act_mean(x);
       std::vector<const MatrixRM*> layers;
