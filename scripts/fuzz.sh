@@ -6,6 +6,7 @@
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET (default 30)] [TARGET ...]
 #   LOWBIT_FUZZ_RUNS=1000000 bash scripts/fuzz.sh 0 [TARGET ...]     a fixed number of executions instead (the
 #                                                                     campaign in docs/benchmarks.md)
+#   LOWBIT_FUZZ_SEED=N                                                libFuzzer's seed (default 1: reproducible)
 # Needs clang++ with libFuzzer (Debian: clang, libclang-rt-dev); without them it says so and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +37,8 @@ run_one() {
   [ -d tests/fuzz/regressions/"$t" ] && dirs+=(tests/fuzz/regressions/"$t")
   local limit=(-max_total_time="$seconds")
   [ -n "${LOWBIT_FUZZ_RUNS:-}" ] && limit=(-runs="$LOWBIT_FUZZ_RUNS")
-  if build-fuzz/tests/fuzz/fuzz_"$t" "${limit[@]}" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=20 \
+  # a fixed seed: a failure in CI is reproduced by the same command
+  if build-fuzz/tests/fuzz/fuzz_"$t" "${limit[@]}" -seed="${LOWBIT_FUZZ_SEED:-1}" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=20 \
        -max_len=65536 -print_final_stats=1 -artifact_prefix=build-fuzz/artifacts/"$t"- "${dirs[@]}" >"$log" 2>&1; then
     echo "fuzz $t: $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$') executions," \
          "peak RSS $(grep -o 'stat::peak_rss_mb: *[0-9]*' "$log" | grep -o '[0-9]*$') MB, no failure"

@@ -48,10 +48,12 @@ class MemFile {
 // A folder of this process's own for targets that need a directory (Hugging Face folders); removed with its
 // files when the process exits.
 inline const std::string& scratch_dir() {
-  static const std::string d = [] {
+  // Allocated once and never freed: the exit handler runs after static destructors registered later than it,
+  // so the path must not be a static std::string (that was a use-after-free at exit, found by ASan).
+  static const std::string* d = [] {
     const char* base = std::getenv("TMPDIR");
-    std::string p = std::string(base && *base ? base : "/tmp") + "/lowbit-fuzz-" + std::to_string(::getpid());
-    ::mkdir(p.c_str(), 0700);
+    auto* p = new std::string(std::string(base && *base ? base : "/tmp") + "/lowbit-fuzz-" + std::to_string(::getpid()));
+    ::mkdir(p->c_str(), 0700);
     std::atexit([] {
       const std::string& dir = scratch_dir();
       if (DIR* dd = ::opendir(dir.c_str())) {
@@ -63,7 +65,7 @@ inline const std::string& scratch_dir() {
     });
     return p;
   }();
-  return d;
+  return *d;
 }
 
 inline void write_file(const std::string& path, const std::uint8_t* data, std::size_t n) {

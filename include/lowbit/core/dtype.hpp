@@ -50,6 +50,7 @@ inline bool parse_dtype(std::string_view s, DType& out) {
 
 // Converts n little-endian elements of type t at src to float (exact for f16/bf16/f32 and small ints).
 inline void convert_to_float(DType t, const void* src, std::size_t n, float* dst) {
+  if (n == 0) return;  // an empty tensor: dst may be null, and memcpy(nullptr, ..., 0) is undefined
   const auto* p = static_cast<const std::uint8_t*>(src);
   switch (t) {
     case DType::f32: std::memcpy(dst, p, n * 4); return;

@@ -86,7 +86,7 @@ class SafetensorsFile {
     const TensorInfo& t = at(name);
     if (t.dtype != DType::i32) fail(path(), ": tensor '", name, "' is ", to_string(t.dtype), ", expected I32");
     std::vector<std::int32_t> out(static_cast<std::size_t>(t.numel()));
-    std::memcpy(out.data(), t.data, t.nbytes);
+    if (t.nbytes) std::memcpy(out.data(), t.data, t.nbytes);
     return out;
   }
 
@@ -94,7 +94,7 @@ class SafetensorsFile {
     const TensorInfo& t = at(name);
     if (t.dtype != DType::f64) fail(path(), ": tensor '", name, "' is ", to_string(t.dtype), ", expected F64");
     std::vector<double> out(static_cast<std::size_t>(t.numel()));
-    std::memcpy(out.data(), t.data, t.nbytes);
+    if (t.nbytes) std::memcpy(out.data(), t.data, t.nbytes);
     return out;
   }
 
@@ -176,7 +176,7 @@ inline TensorToWrite tensor_f32(std::string name, std::vector<std::int64_t> shap
   std::int64_t n = 1;
   for (auto d : t.shape) n *= d;
   t.bytes.resize(static_cast<std::size_t>(n) * 4);
-  std::memcpy(t.bytes.data(), data, t.bytes.size());
+  if (!t.bytes.empty()) std::memcpy(t.bytes.data(), data, t.bytes.size());
   return t;
 }
 
