@@ -14,6 +14,7 @@
 
 #include <array>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,7 @@ inline const char* to_string(Chain c) { return c == Chain::full_precision ? "ful
 struct BlockArtifacts {
   std::optional<AwqBlockResult> awq;
   std::vector<GptqResult> gptq;  // per linear in processing order (Q and codes dropped: they are in `quantized`)
+  std::map<std::string, Eigen::VectorXf> smooth;  // SmoothQuant / PSS scales by input group key
   int damp_retries = 0;
 };
 
@@ -51,6 +53,9 @@ struct BlockJob {
   // Whether the float weights must survive the quantizing step (a sink reads the transformed block); when not,
   // a quantizing step may overwrite them with their quantized values (GPTQ then needs no block copy).
   bool keep_float_weights = true;
+  // The activation quantization the finished block will run with (weight-activation runs; off otherwise), for
+  // steps whose search scores quantized activations.
+  BlockActQuant act;
 
   const MatrixRM& input(Chain c) const {
     const MatrixRM* x = inputs[static_cast<std::size_t>(c)];

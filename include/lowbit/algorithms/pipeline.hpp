@@ -26,6 +26,7 @@
 #include "methods/awq.hpp"
 #include "methods/gptq.hpp"
 #include "methods/rtn.hpp"
+#include "methods/smoothquant.hpp"
 
 namespace lowbit {
 
@@ -34,6 +35,7 @@ struct MethodOptions {
   AwqOptions awq;
   AwqLoaded awq_loaded;
   GptqOptions gptq;
+  SmoothOptions smooth;
 };
 
 // The methods: one entry each, its facts and how to build it for a quantizer type.  A new method is a new file
@@ -51,6 +53,7 @@ const std::vector<MethodEntry<Q>>& method_table() {
       {rtn_info, [](const Q& q, const MethodOptions&) -> Ptr { return std::make_unique<RtnMethod<Q>>(q); }},
       {awq_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<AwqMethod<Q>>(q, o.awq, o.awq_loaded); }},
       {gptq_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<GptqMethod<Q>>(q, o.gptq); }},
+      {smoothquant_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<SmoothQuantMethod<Q>>(q, o.smooth); }},
   };
   return t;
 }
@@ -145,9 +148,30 @@ struct Progress {
   double elapsed;
 };
 
+// Weight-activation runs: how every quantized block quantizes its activations (copied into each finished block,
+// so the sink's model evaluates the W-A quantized function and the quantized chain feeds the next block through
+// it), and how static per-tensor ranges are observed (on the quantized chain, one step per calibration window,
+// each group's range fixed before its input is quantized).
+struct ActOptions {
+  BlockActQuant quant;  // its ranges are ignored: they are calibrated
+  ActObserver observer = ActObserver::minmax;
+  double percentile = 99.99;
+  bool on() const { return quant.on(); }
+  bool static_ranges() const { return quant.input.on() && quant.input.granularity == ActGranularity::per_tensor; }
+  void validate() const {
+    quant.input.validate("activation quantizer");
+    quant.q.validate("Q quantizer");
+    quant.k.validate("K quantizer");
+    quant.v.validate("V quantizer");
+    for (const ActQuant* a : {&quant.q, &quant.k, &quant.v})
+      if (a->on() && a->granularity != ActGranularity::per_token) fail("Q/K/V quantizers are dynamic per (token, head)");
+  }
+};
+
 struct PipelineOptions {
   std::optional<Chain> propagate;  // every step reads this chain (default: each its reference's)
   std::function<void(const Progress&)> progress;
+  ActOptions act;
 };
 
 struct PipelineReport {
@@ -207,7 +231,9 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
                               const PipelineOptions& opt = {}) {
   const auto t0 = std::chrono::steady_clock::now();
   const int n = m.cfg.n_layers;
-  const bool calibrated = chain.calibrated();
+  opt.act.validate();
+  const bool static_act = opt.act.static_ranges();
+  const bool calibrated = chain.calibrated() || static_act;  // static ranges are observed on calibration data
   check_quantizable(m.cfg, chain.q, calib, calibrated);
   PipelineReport rep;
   std::vector<Chain> reads;
@@ -217,6 +243,7 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
     reads.push_back(c);
     if (s->info().calibrated) rep.carried[std::size_t(c)] = true;
   }
+  if (static_act) rep.carried[std::size_t(Chain::quantized)] = true;
   const int L = calibrated ? int(calib.at(0).size()) : 0;
   if (calibrated && m.cfg.max_seq_len > 0 && L > m.cfg.max_seq_len)
     warn("calibration windows of ", L, " tokens are longer than the model's declared context of ", m.cfg.max_seq_len,
@@ -247,6 +274,7 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
       if (rep.carried[c]) job.inputs[std::size_t(c)] = &x[std::size_t(c)];
     job.step = [&](const std::string& s) { report(i, s); };
     job.keep_float_weights = keep_transformed;
+    job.act = opt.act.quant;
     for (std::size_t k = 0; k < chain.steps.size(); ++k) {
       if (k == last) detail::count_groups(chain.q, job, rep);
       in_context(block + " " + chain.steps[k]->info().name, [&] { chain.steps[k]->run(job, reads[k]); });
@@ -266,6 +294,11 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
       if (!fake.linear(r).W.allFinite())
         fail(job.where(r), ": the quantized weight is not finite (its scales overflow float32)");
     }
+    if (opt.act.on()) {
+      fake.act = opt.act.quant;  // static ranges: calibrated below, as the quantized chain passes
+      fake.act.range = {};
+      job.outputs[std::size_t(Chain::quantized)].reset();  // a step's output ran with float activations
+    }
     // Move each carried chain on to block i+1: the output a step already computed, else a forward through the
     // block that chain runs (the original one, or the quantized one).
     for (Chain c : {Chain::full_precision, Chain::quantized}) {
@@ -273,6 +306,16 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
       if (!rep.carried[ci]) continue;
       if (auto& out = job.outputs[ci]) {
         x[ci] = std::move(*out);
+      } else if (c == Chain::quantized && static_act) {
+        // each group's range from its input on this chain (one observer step per window), fixed before the
+        // forward quantizes that input with it
+        report(i, "act ranges");
+        block_forward_staged(m.cfg, fake, x[ci], L, nullptr, [&](int s, const MatrixRM& in) {
+          ActRangeObserver obs(opt.act.observer, fake.act.input.symmetric, opt.act.percentile);
+          const std::string what = block + " " + input_groups()[std::size_t(s)].key;
+          for (Eigen::Index w = 0; w + L <= in.rows(); w += L) obs.observe(in.middleRows(w, L), what);
+          fake.act.range[std::size_t(s)] = obs.range();
+        });
       } else {
         if (c == Chain::full_precision && !keep_original) fail(block, ": internal: the first step did not hand over its output");
         report(i, c == Chain::full_precision ? "propagate fp" : "propagate q");

@@ -33,6 +33,7 @@
 
 #include "../core/error.hpp"
 #include "../core/matrix.hpp"
+#include "../quant/activation.hpp"
 
 namespace lowbit {
 
@@ -171,9 +172,21 @@ struct Linear {
   Eigen::VectorXf b;    // [out] or empty
 };
 
+// How a block's activations are fake-quantized when it runs (weight-activation quantization; all off in a
+// model as loaded).  `input` applies to the input of every linear, once per input group (q, k and v read the
+// same quantized input); `range` holds each group's calibrated range when `input` is per-tensor static.
+// q, k and v quantize the attention's Q and K after RoPE and V, per (token, head), before the products.
+struct BlockActQuant {
+  ActQuant input;
+  std::array<ActRange, 4> range;  // by input group (block.hpp's input_groups(), in order)
+  ActQuant q, k, v;
+  bool on() const { return input.on() || q.on() || k.on() || v.on(); }
+};
+
 struct Block {
   Eigen::VectorXf attn_norm, ffn_norm;  // [dim]
   Linear q, k, v, o, gate, up, down;
+  BlockActQuant act;
 
   Linear& linear(Role r) {
     switch (r) {

@@ -98,6 +98,15 @@ inline void apply_linear(Role role, const Linear& lin, const MatrixRM& in, Matri
   linear(in, lin, out);
 }
 
+// The block's activation quantization of input group s's shared input (block.hpp BlockActQuant), in place.
+inline void quantize_group_input(const Block& blk, int s, MatrixRef x) {
+  const ActQuant& a = blk.act.input;
+  if (!a.on()) return;
+  const char* what = input_groups()[std::size_t(s)].key;
+  if (a.granularity == ActGranularity::per_token) fake_quant_dynamic(a, x, x.cols(), what);
+  else fake_quant_static(a, blk.act.range[std::size_t(s)], x, what);
+}
+
 // q, k, v projections, RoPE and causal attention on the normalised input: o_proj's input [n*L, dim].
 inline MatrixRM attention_core(const LlamaConfig& cfg, const Block& blk, const MatrixRM& xn, int L, const BlockHooks* hooks) {
   MatrixRM q, k, v, att;
@@ -106,6 +115,10 @@ inline MatrixRM attention_core(const LlamaConfig& cfg, const Block& blk, const M
   apply_linear(Role::v, blk.v, xn, v, hooks);
   rope(q, cfg.n_heads, cfg.head_dim(), L, cfg.rope_theta, cfg.rope);
   rope(k, cfg.n_kv_heads, cfg.head_dim(), L, cfg.rope_theta, cfg.rope);
+  // Q/K/V quantization (OmniQuant's qkt_matmul / pv_matmul inputs): per (token, head), after RoPE
+  fake_quant_dynamic(blk.act.q, q, cfg.head_dim(), "the attention's Q");
+  fake_quant_dynamic(blk.act.k, k, cfg.head_dim(), "the attention's K");
+  fake_quant_dynamic(blk.act.v, v, cfg.head_dim(), "the attention's V");
   causal_attention(q, k, v, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim(), L, att);
   return att;
 }
@@ -133,7 +146,8 @@ inline MatrixRM mlp_forward(const Block& blk, const MatrixRM& xn, const BlockHoo
 
 // x: [n*L, dim] hidden states of n sequences of length L; overwritten with the block's output.  Before the
 // linears of subset s (block.hpp's input groups, in order) run, before(s, input) is called with their shared
-// input; it may change those linears in `blk` (blk is read only after it returns).
+// input; it may change those linears, and the group's activation range, in `blk` (read only after it returns).
+// Then the input is fake-quantized when the block quantizes activations (blk.act), and the linears run.
 template <class Before>
 void block_forward_staged(const LlamaConfig& cfg, const Block& blk, MatrixRM& x, int L, const BlockHooks* hooks,
                           Before&& before) {
@@ -142,16 +156,20 @@ void block_forward_staged(const LlamaConfig& cfg, const Block& blk, MatrixRM& x,
   MatrixRM xn, t, u;
   rmsnorm(x, blk.attn_norm, cfg.norm_eps, xn);
   before(0, xn);
+  detail::quantize_group_input(blk, 0, xn);
   MatrixRM att = detail::attention_core(cfg, blk, xn, L, hooks);
   before(1, att);
+  detail::quantize_group_input(blk, 1, att);
   detail::apply_linear(Role::o, blk.o, att, t, hooks);
   x += t;
   rmsnorm(x, blk.ffn_norm, cfg.norm_eps, xn);
   before(2, xn);
+  detail::quantize_group_input(blk, 2, xn);
   detail::apply_linear(Role::gate, blk.gate, xn, t, hooks);
   detail::apply_linear(Role::up, blk.up, xn, u, hooks);
   swiglu(t, u, t);
   before(3, t);
+  detail::quantize_group_input(blk, 3, t);
   detail::apply_linear(Role::down, blk.down, t, u, hooks);
   x += u;
 }
