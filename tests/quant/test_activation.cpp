@@ -138,6 +138,13 @@ TEST_CASE("static per-tensor activation ranges: min-max, EMA and percentile obse
   fake_quant_static(q, r, y, "x");
   for (Eigen::Index row = 0; row < a.rows(); ++row) check_group(q, a.row(row).data(), y.row(row).data(), a.cols(), r.lo, r.hi);
   REQUIRE_THROWS_WITH(fake_quant_static(q, ActRange{}, y, "attn_norm"), Catch::Contains("attn_norm") && Catch::Contains("not calibrated"));
+  // dynamic per tensor: the range of the tensor itself
+  MatrixRM d = a;
+  fake_quant_tensor(q, d, "x");
+  for (Eigen::Index row = 0; row < a.rows(); ++row)
+    check_group(q, a.row(row).data(), d.row(row).data(), a.cols(), a.minCoeff(), a.maxCoeff());
+  REQUIRE_THROWS_WITH((ActQuant{8, ActGranularity::per_token, false, Grid::minmax, true}.validate("--act-static")),
+                      Catch::Contains("per-token ranges are dynamic"));
   REQUIRE_THROWS_WITH(ActRangeObserver(ActObserver::minmax, false).range(), Catch::Contains("no calibration data"));
 }
 

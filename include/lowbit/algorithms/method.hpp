@@ -34,7 +34,8 @@ inline const char* to_string(Chain c) { return c == Chain::full_precision ? "ful
 struct BlockArtifacts {
   std::optional<AwqBlockResult> awq;
   std::vector<GptqResult> gptq;  // per linear in processing order (Q and codes dropped: they are in `quantized`)
-  std::map<std::string, Eigen::VectorXf> smooth;  // SmoothQuant / PSS scales by input group key
+  std::map<std::string, Eigen::VectorXf> smooth;  // SmoothQuant / PSS / OS+ scales by input group key
+  std::map<std::string, Eigen::VectorXf> shift;   // shifts by input group key
   int damp_retries = 0;
 };
 

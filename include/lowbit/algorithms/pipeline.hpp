@@ -26,6 +26,9 @@
 #include "methods/awq.hpp"
 #include "methods/gptq.hpp"
 #include "methods/rtn.hpp"
+#include "methods/osplus.hpp"
+#include "methods/pss.hpp"
+#include "methods/shift.hpp"
 #include "methods/smoothquant.hpp"
 
 namespace lowbit {
@@ -36,6 +39,9 @@ struct MethodOptions {
   AwqLoaded awq_loaded;
   GptqOptions gptq;
   SmoothOptions smooth;
+  ShiftOptions shift;
+  PssMethodOptions pss;
+  OsPlusOptions osplus;
 };
 
 // The methods: one entry each, its facts and how to build it for a quantizer type.  A new method is a new file
@@ -54,6 +60,9 @@ const std::vector<MethodEntry<Q>>& method_table() {
       {awq_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<AwqMethod<Q>>(q, o.awq, o.awq_loaded); }},
       {gptq_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<GptqMethod<Q>>(q, o.gptq); }},
       {smoothquant_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<SmoothQuantMethod<Q>>(q, o.smooth); }},
+      {shift_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<ShiftMethod<Q>>(q, o.shift); }},
+      {pss_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<PssMethod<Q>>(q, o.pss); }},
+      {osplus_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<OsPlusMethod<Q>>(q, o.osplus); }},
   };
   return t;
 }
@@ -87,8 +96,13 @@ inline std::vector<const MethodInfo*> parse_method_chain(const std::string& chai
   std::vector<const MethodInfo*> steps;
   std::size_t i = 0;
   while (i <= chain.size()) {
-    const std::size_t j = std::min(chain.find('+', i), chain.size());
-    const std::string name = chain.substr(i, j - i);
+    std::size_t j = std::min(chain.find('+', i), chain.size());
+    std::string name = chain.substr(i, j - i);
+    if (name == "os" && j < chain.size()) {  // "os+" is OS+ (osplus); the '+' after it is optional
+      name = "osplus";
+      if (j + 1 < chain.size() && chain[j + 1] == '+') ++j;
+      if (j + 1 >= chain.size()) j = chain.size();
+    }
     const MethodInfo* found = nullptr;
     for (const MethodInfo* m : method_infos())
       if (name == m->name) found = m;
@@ -157,7 +171,7 @@ struct ActOptions {
   ActObserver observer = ActObserver::minmax;
   double percentile = 99.99;
   bool on() const { return quant.on(); }
-  bool static_ranges() const { return quant.input.on() && quant.input.granularity == ActGranularity::per_tensor; }
+  bool static_ranges() const { return quant.input.on() && quant.input.static_range; }
   void validate() const {
     quant.input.validate("activation quantizer");
     quant.q.validate("Q quantizer");
@@ -268,7 +282,8 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
   for (int i = 0; i < n; ++i) {
     const std::string block = "block " + std::to_string(i);
     Block work = in_context(block + ": loading", [&] { return m.load_block(i); });
-    const Block orig = keep_original ? work : Block{};
+    Block orig;
+    if (keep_original) orig = work;
     BlockJob job{m.cfg, i, n, L, work};
     for (int c = 0; c < 2; ++c)
       if (rep.carried[c]) job.inputs[std::size_t(c)] = &x[std::size_t(c)];

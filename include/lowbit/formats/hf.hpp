@@ -300,6 +300,15 @@ class HfWriter {
   void block(int i, const Block& b) {
     if (i != next_) fail(dir_.path(), ": block ", i, " written out of order (expected ", next_, ")");
     const bool permute = cfg_.rope == RopeStyle::interleaved;
+    // what a Hugging Face LLaMA / Qwen2 cannot hold must not be dropped silently (a shifted block's biases)
+    for (std::size_t s = 0; s < b.shift.size(); ++s)
+      if (b.shift[s].size())
+        fail(dir_.path(), ": block ", i, " shifts the input of ", input_groups()[s].key,
+             " (the shift transform), which a Hugging Face ", cfg_.qkv_bias ? "Qwen2" : "LLaMA", " model cannot hold");
+    for (const LinearDesc& l : kLinears)
+      if (b.linear(l.role).b.size() && !has_bias(cfg_, l.role))
+        fail(dir_.path(), ": block ", i, " ", l.name, " has a bias, which a Hugging Face ", cfg_.qkv_bias ? "Qwen2" : "LLaMA",
+             " model cannot hold");
     for (const NormDesc& n : kNorms) put(name(i, n.hf, ".weight"), b.norm(n.role));
     for (const LinearDesc& l : kLinears) {
       const Linear& L = b.linear(l.role);

@@ -187,6 +187,11 @@ struct Block {
   Eigen::VectorXf attn_norm, ffn_norm;  // [dim]
   Linear q, k, v, o, gate, up, down;
   BlockActQuant act;
+  // Per input group (input_groups() order): a per-channel shift z subtracted from the group's input before its
+  // linears (and before activation quantization) -- Outlier Suppression+ / PaddleSlim Shift; the linears' biases
+  // hold + W z, so the function is unchanged.  Empty: none.  For a norm group it is a bias -z on the norm's output
+  // (PaddleSlim's WOBiasHelpLayer); for a linear group an explicit subtraction (ShiftSmoothHelpLayer).
+  std::array<Eigen::VectorXf, 4> shift;
 
   Linear& linear(Role r) {
     switch (r) {
@@ -206,9 +211,12 @@ struct Block {
 };
 
 // Folds a per-input-channel scale s into a group: the previous op's outputs are divided by s (a norm's weight,
-// or a linear's rows and bias) and every linear of the group gets W[:, j] *= s_j -- the block computes the same
-// function (AWQ scale.py scale_ln_fcs / scale_fc_fc; SmoothQuant; OmniQuant LET).
+// or a linear's rows and bias; and the group's shift, when it has one) and every linear of the group gets
+// W[:, j] *= s_j -- the block computes the same function (AWQ scale.py scale_ln_fcs / scale_fc_fc; SmoothQuant;
+// OmniQuant LET).
 inline void fold_scales(Block& b, const InputGroup& g, const Eigen::VectorXf& s) {
+  Eigen::VectorXf& z = b.shift[std::size_t(g.subset)];
+  if (z.size()) z.array() /= s.array();
   if (g.prev.is_norm()) {
     b.norm(g.prev.norm).array() /= s.array();
   } else {
@@ -218,6 +226,21 @@ inline void fold_scales(Block& b, const InputGroup& g, const Eigen::VectorXf& s)
     if (p.b.size()) p.b.array() /= s.array();
   }
   for (Role r : g.linears) b.linear(r).W = b.linear(r).W * s.asDiagonal();
+}
+
+// Folds a per-input-channel shift z into a group: its linears read x - z (Block::shift, added to any earlier
+// shift) and their biases gain W z (created where a linear had none), so y = W (x - z) + b + W z = W x + b
+// (OS+; PaddleSlim Shift.update_weight: linear bias += z W, norm bias -= z).
+inline void fold_shift(Block& b, const InputGroup& g, const Eigen::VectorXf& z) {
+  Eigen::VectorXf& cur = b.shift[std::size_t(g.subset)];
+  for (Role r : g.linears) {
+    Linear& l = b.linear(r);
+    if (l.W.cols() != z.size()) fail("fold_shift: ", to_string(r), " has ", l.W.cols(), " inputs, the shift ", z.size());
+    if (!l.b.size()) l.b = Eigen::VectorXf::Zero(l.W.rows());
+    l.b += l.W * z;
+  }
+  if (cur.size()) cur += z;
+  else cur = z;
 }
 
 }  // namespace lowbit

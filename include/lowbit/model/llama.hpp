@@ -98,13 +98,22 @@ inline void apply_linear(Role role, const Linear& lin, const MatrixRM& in, Matri
   linear(in, lin, out);
 }
 
+// Subtracts the block's shift of input group s (block.hpp Block::shift) from the group's input, in place.
+inline void shift_group_input(const Block& blk, int s, MatrixRM& x) {
+  const Eigen::VectorXf& z = blk.shift[std::size_t(s)];
+  if (!z.size()) return;
+  if (z.size() != x.cols()) fail(input_groups()[std::size_t(s)].key, ": shift of ", z.size(), " channels on an input of ", x.cols());
+  x.rowwise() -= z.transpose();
+}
+
 // The block's activation quantization of input group s's shared input (block.hpp BlockActQuant), in place.
 inline void quantize_group_input(const Block& blk, int s, MatrixRef x) {
   const ActQuant& a = blk.act.input;
   if (!a.on()) return;
   const char* what = input_groups()[std::size_t(s)].key;
   if (a.granularity == ActGranularity::per_token) fake_quant_dynamic(a, x, x.cols(), what);
-  else fake_quant_static(a, blk.act.range[std::size_t(s)], x, what);
+  else if (a.static_range) fake_quant_static(a, blk.act.range[std::size_t(s)], x, what);
+  else fake_quant_tensor(a, x, what);
 }
 
 // q, k, v projections, RoPE and causal attention on the normalised input: o_proj's input [n*L, dim].
@@ -124,11 +133,13 @@ inline MatrixRM attention_core(const LlamaConfig& cfg, const Block& blk, const M
 }
 }  // namespace detail
 
-// Self-attention of one block on its normalised input xn ([n*L, dim]): returns o_proj's output.  This is
-// AWQ's "module to inspect" for the q/k/v scale group.
+// Self-attention of one block on its normalised input xn ([n*L, dim], already shifted and quantized as the
+// block does): returns o_proj's output.  This is AWQ's "module to inspect" for the q/k/v scale group.
 inline MatrixRM attention_forward(const LlamaConfig& cfg, const Block& blk, const MatrixRM& xn, int L,
                                   const BlockHooks* hooks = nullptr) {
-  const MatrixRM att = detail::attention_core(cfg, blk, xn, L, hooks);
+  MatrixRM att = detail::attention_core(cfg, blk, xn, L, hooks);
+  detail::shift_group_input(blk, 1, att);
+  detail::quantize_group_input(blk, 1, att);
   MatrixRM o;
   detail::apply_linear(Role::o, blk.o, att, o, hooks);
   return o;
@@ -140,14 +151,17 @@ inline MatrixRM mlp_forward(const Block& blk, const MatrixRM& xn, const BlockHoo
   detail::apply_linear(Role::gate, blk.gate, xn, g, hooks);
   detail::apply_linear(Role::up, blk.up, xn, u, hooks);
   swiglu(g, u, g);
+  detail::shift_group_input(blk, 3, g);
+  detail::quantize_group_input(blk, 3, g);
   detail::apply_linear(Role::down, blk.down, g, d, hooks);
   return d;
 }
 
 // x: [n*L, dim] hidden states of n sequences of length L; overwritten with the block's output.  Before the
 // linears of subset s (block.hpp's input groups, in order) run, before(s, input) is called with their shared
-// input; it may change those linears, and the group's activation range, in `blk` (read only after it returns).
-// Then the input is fake-quantized when the block quantizes activations (blk.act), and the linears run.
+// input (after the block's shift of that group, if any); it may change those linears, and the group's activation
+// range, in `blk` (read only after it returns).  Then the input is fake-quantized when the block quantizes
+// activations (blk.act), and the linears run.
 template <class Before>
 void block_forward_staged(const LlamaConfig& cfg, const Block& blk, MatrixRM& x, int L, const BlockHooks* hooks,
                           Before&& before) {
@@ -155,19 +169,23 @@ void block_forward_staged(const LlamaConfig& cfg, const Block& blk, MatrixRM& x,
     fail("block_forward: input is ", x.rows(), "x", x.cols(), ", expected n*", L, " x ", cfg.dim);
   MatrixRM xn, t, u;
   rmsnorm(x, blk.attn_norm, cfg.norm_eps, xn);
+  detail::shift_group_input(blk, 0, xn);
   before(0, xn);
   detail::quantize_group_input(blk, 0, xn);
   MatrixRM att = detail::attention_core(cfg, blk, xn, L, hooks);
+  detail::shift_group_input(blk, 1, att);
   before(1, att);
   detail::quantize_group_input(blk, 1, att);
   detail::apply_linear(Role::o, blk.o, att, t, hooks);
   x += t;
   rmsnorm(x, blk.ffn_norm, cfg.norm_eps, xn);
+  detail::shift_group_input(blk, 2, xn);
   before(2, xn);
   detail::quantize_group_input(blk, 2, xn);
   detail::apply_linear(Role::gate, blk.gate, xn, t, hooks);
   detail::apply_linear(Role::up, blk.up, xn, u, hooks);
   swiglu(t, u, t);
+  detail::shift_group_input(blk, 3, t);
   before(3, t);
   detail::quantize_group_input(blk, 3, t);
   detail::apply_linear(Role::down, blk.down, t, u, hooks);

@@ -10,6 +10,7 @@
 //                        asymmetric minmax / omniquant grid (ALGORITHMS.md 1.3).
 //   per-head, dynamic    groups of head_dim inside each row: OmniQuant's and LLMC's Q/K/V quantizers, which see
 //                        [batch, heads, tokens, head_dim] tensors per token (so per (token, head)).
+//   per-tensor, dynamic  one (s, z) for the whole tensor, fitted at run time (SmoothQuant's per-tensor absmax).
 //   per-tensor, static   one (s, z) for the whole tensor, from a range calibrated once (ActObserver) -- PaddleSlim's
 //                        `ptq_step` observers -- and fixed at inference.
 //
@@ -64,10 +65,13 @@ struct ActQuant {
   ActGranularity granularity = ActGranularity::per_token;
   bool symmetric = false;
   Grid grid = Grid::minmax;
+  bool static_range = false;  // per-tensor only: a calibrated range (ActRange) instead of the tensor's own
 
   bool on() const { return bits < 16; }
   void validate(std::string_view what) const {
     if (!on()) return;
+    if (static_range && granularity != ActGranularity::per_tensor)
+      fail(what, ": a static (calibrated) range is per tensor; per-token ranges are dynamic");
     if (bits < 2 || bits > 8) fail(what, ": activation bits ", bits, " are not supported (2..8, or 16 = not quantized)");
     if (grid == Grid::ggml) fail(what, ": the ggml grid is a weight block format, not an activation quantizer");
   }
@@ -109,6 +113,22 @@ inline void fake_quant_dynamic(const ActQuant& a, MatrixRef x, Eigen::Index widt
       simd::fake_quant_row(p, p, width, q.scale, q.zero, qmax);
     }
   }, x.cols() * 4);
+}
+
+// Dynamic per-tensor fake quantization in place: one (s, z) from the whole tensor's min and max.
+inline void fake_quant_tensor(const ActQuant& a, MatrixRef x, std::string_view what) {
+  if (!a.on() || x.size() == 0) return;
+  std::vector<float> lo(std::size_t(x.rows())), hi(std::size_t(x.rows()));
+  parallel_for(x.rows(), [&](std::int64_t r) {
+    if (!simd::minmax_row(x.row(r).data(), x.cols(), lo[std::size_t(r)], hi[std::size_t(r)]))
+      detail::act_nonfinite(x.row(r).data(), x.cols(), r, 0, what);
+  }, x.cols());
+  ActRange range{*std::min_element(lo.begin(), lo.end()), *std::max_element(hi.begin(), hi.end()), true};
+  const GroupParams q = act_params(a, range.lo, range.hi);
+  const float qmax = float(qmax_of(a.bits));
+  parallel_for(x.rows(), [&](std::int64_t r) {
+    simd::fake_quant_row(x.row(r).data(), x.row(r).data(), x.cols(), q.scale, q.zero, qmax);
+  }, x.cols() * 2);
 }
 
 // Static per-tensor fake quantization in place with a calibrated range.
