@@ -2,7 +2,9 @@
 // option with its default and allowed values.
 //
 //   lowbit eval --model PATH --data FILE [--seq-len N] [--max-tokens M] [--tokenizer PATH] [--threads T] [--json]
-//   lowbit quantize --model PATH --method rtn|awq|gptq|awq+gptq (--spec w4a16g128[-sym][-ragged] | --wbits B ...)
+//   lowbit quantize --model PATH --method rtn|awq|gptq|smoothquant|shift|pss|os+|awq+gptq|smoothquant+gptq ...
+//                   (--spec w4a16g128[-sym][-ragged] | w8a8 | --wbits B ... | --quant-type A8W8|WINT8|WINT4)
+//                   [--abits A --act-granularity per_token|per_tensor --act-static --qk-bits B --kv-bits B]
 //                   [--calib FILE ...] [--save-fake DIR] [--eval FILE ...] [--json]
 //
 // Options are parsed by CLI11 (--opt value and --opt=value; numbers range-checked before anything runs; a typo
@@ -276,6 +278,17 @@ struct QuantizeArgs {
   std::string awq_scoring = "fast";
   int awq_scale_tokens = 4096;
   std::string propagate;
+  // weight-activation
+  int abits = 0, qk_bits = 0, kv_bits = 0;
+  std::string act_granularity = "per_token", act_observer = "minmax", act_grid = "minmax";
+  bool act_static = false, act_asym = false;
+  double act_percentile = 99.99;
+  std::string quant_type, weight_quant_method = "abs_max_channel_wise";
+  // transforms: SmoothQuant, shift, PSS, OS+
+  double alpha = 0.5;
+  bool smooth_all_linears = false, shift = false, shift_all_linears = false, search_piece = false;
+  std::string shift_sampler = "minmax";
+  int k_piece = 3, search_tokens = 512;
   // calibration
   std::string calib, calib_sampling = "random";
   int calib_samples = 128, calib_seq_len = 256;
@@ -326,7 +339,7 @@ void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
   c->add_option("--method", a.method, "method or chain: " + methods + ", or transforms then one quantizer (awq+gptq)")
       ->required()
       ->group("Method");
-  auto* spec = c->add_option("--spec", a.spec, "quantizer spec: w<bits>a16[g<group>][-sym][-ragged][-minmax|-gptq|-omniquant|-ggml]")
+  auto* spec = c->add_option("--spec", a.spec, "quantizer spec: w<bits>a<bits>[g<group>][-sym][-ragged][-minmax|-gptq|-omniquant|-ggml] (a16: weight-only)")
                    ->group("Method");
   auto* wbits = c->add_option("--wbits", a.wbits, "weight bits (instead of --spec)")->check(kCount)->check(CLI::Range(2, 8))->group("Method");
   auto* group = c->add_option("--group", a.group, "group size; -1 = per output channel")
@@ -365,6 +378,69 @@ void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
   c->add_flag("--asym-clip", a.asym_clip, "AWQ: search min and max clips (the reference clips symmetrically)")->group("AWQ");
   c->add_option("--load-scale", a.load_scale, "AWQ: apply these scales (safetensors) instead of searching")->group("AWQ");
   c->add_option("--load-clip", a.load_clip, "AWQ: apply these clips instead of searching")->group("AWQ");
+  // weight-activation quantization
+  c->add_option("--abits", a.abits, "activation bits (2..8; 16 = not quantized; the spec's a<bits> otherwise)")
+      ->check(kCount)
+      ->check(CLI::IsMember({2, 3, 4, 5, 6, 7, 8, 16}))
+      ->group("Activations");
+  c->add_option("--act-granularity", a.act_granularity, "per_token (dynamic, one range per row) or per_tensor")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"per_token", "per_tensor"}))
+      ->group("Activations");
+  c->add_flag("--act-static", a.act_static, "per-tensor ranges calibrated once (implies per_tensor; PaddleSlim's ptq_step)")->group("Activations");
+  c->add_option("--act-observer", a.act_observer, "how static ranges are calibrated: minmax, ema or percentile")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"minmax", "ema", "percentile"}))
+      ->group("Activations");
+  c->add_option("--act-percentile", a.act_percentile, "percentile observer: the percentile kept")
+      ->capture_default_str()
+      ->check(kFinite)
+      ->check(CLI::Range(50.0, 100.0))
+      ->group("Activations");
+  c->add_flag("--act-asym", a.act_asym, "asymmetric activations (default symmetric: SmoothQuant, LLMC, int8 GEMMs)")->group("Activations");
+  c->add_option("--act-grid", a.act_grid, "activation grid: minmax or omniquant")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"minmax", "omniquant"}))
+      ->group("Activations");
+  c->add_option("--qk-bits", a.qk_bits, "quantize the attention's Q and K after RoPE, per (token, head)")
+      ->check(kCount)
+      ->check(CLI::Range(2, 8))
+      ->group("Activations");
+  c->add_option("--kv-bits", a.kv_bits, "quantize the attention's K (after RoPE) and V, per (token, head): the KV cache")
+      ->check(kCount)
+      ->check(CLI::Range(2, 8))
+      ->group("Activations");
+  c->add_option("--quant-type", a.quant_type, "PaddleSlim preset: A8W8 (int8 per-channel weights, static int8 activations), WINT8, WINT4")
+      ->check(CLI::IsMember({"a8w8", "wint8", "wint4"}, CLI::ignore_case))
+      ->group("Activations");
+  c->add_option("--weight-quant-method", a.weight_quant_method, "PaddleSlim preset weights: abs_max_channel_wise or groupwise (--group, default 128)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"abs_max_channel_wise", "groupwise"}))
+      ->group("Activations");
+  // transforms
+  c->add_option("--alpha", a.alpha, "SmoothQuant: migration strength (0.8-0.85 typical for LLaMA)")
+      ->capture_default_str()
+      ->check(kFinite)
+      ->check(CLI::Range(0.0, 1.0))
+      ->group("Smoothing");
+  c->add_flag("--smooth-all-linears", a.smooth_all_linears, "SmoothQuant / PSS: also o (after v) and down (after up)")->group("Smoothing");
+  c->add_flag("--shift", a.shift, "shift the activations first (OS+ / PaddleSlim shift): the method runs as shift+METHOD")->group("Smoothing");
+  c->add_option("--shift-sampler", a.shift_sampler, "shift: minmax (midpoint of each channel's range) or ema (of the channel means)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"minmax", "ema"}))
+      ->group("Smoothing");
+  c->add_flag("--shift-all-linears", a.shift_all_linears, "shift: also the inputs of o and down")->group("Smoothing");
+  c->add_option("--k-piece", a.k_piece, "PSS: pieces the channels are split into")
+      ->capture_default_str()
+      ->check(kCount)
+      ->check(CLI::Range(1, 64))
+      ->group("Smoothing");
+  c->add_flag("--search-piece", a.search_piece, "PSS: also search the number of pieces (1..k)")->group("Smoothing");
+  c->add_option("--search-tokens", a.search_tokens, "PSS / OS+: calibration rows the candidates are scored on")
+      ->capture_default_str()
+      ->check(kCount)
+      ->check(CLI::Range(1, 1 << 24))
+      ->group("Smoothing");
   c->add_option("--propagate", a.propagate, "chain every step reads: fp (full precision) or quant (default: each method's reference)")
       ->check(CLI::IsMember({"fp", "quant"}))
       ->group("Method");
@@ -489,16 +565,43 @@ std::pair<double, double> reuse_fp_eval(const std::string& path, const LoadedMod
   return {nll.get<double>(), ppl.get<double>()};
 }
 
-int cmd_quantize(const QuantizeArgs& a) {
+int cmd_quantize(const QuantizeArgs& args) {
   const auto t0 = Clock::now();
+  QuantizeArgs a = args;
   std::map<std::string, double> seconds;
+  // --shift runs the shift first (os+ shifts by itself)
+  if (a.shift && a.method.rfind("shift", 0) != 0 && a.method.rfind("os", 0) != 0) a.method = "shift+" + a.method;
   const std::vector<const lowbit::MethodInfo*> steps = lowbit::parse_method_chain(a.method);
-  bool calibrated = false, transforms = false, has_awq = false, has_gptq = false;
+  bool calibrated = false, transforms = false, has_awq = false, has_gptq = false, has_sq = false, has_pss = false,
+       has_shift = false, has_osplus = false;
+  std::vector<std::string> transform_names;
   for (const lowbit::MethodInfo* s : steps) {
+    const std::string n = s->name;
     calibrated |= s->calibrated, transforms |= !s->quantizes;
-    has_awq |= std::string(s->name) == "awq", has_gptq |= std::string(s->name) == "gptq";
+    if (!s->quantizes) transform_names.push_back(n);
+    has_awq |= n == "awq", has_gptq |= n == "gptq", has_sq |= n == "smoothquant", has_pss |= n == "pss";
+    has_shift |= n == "shift", has_osplus |= n == "osplus";
   }
-  if (a.spec.empty() && a.wbits == 0) lowbit::fail("quantize needs --spec (e.g. w4a16g128-sym) or --wbits");
+  // PaddleSlim's quant_type presets (PaddleNLP llm/utils/argument.py): the spec and the activations
+  std::string preset;
+  if (!a.quant_type.empty()) {
+    if (!a.spec.empty() || a.wbits) lowbit::fail("--quant-type ", a.quant_type, " sets the weight quantizer: drop --spec / --wbits");
+    std::string t = a.quant_type;
+    for (char& ch : t) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    const bool groupwise = a.weight_quant_method == "groupwise";
+    const int g = groupwise ? (a.has("--group") ? a.group : 128) : -1;
+    if (t == "a8w8") {
+      a.spec = "w8a8" + std::string(groupwise ? "g" + std::to_string(g) : "") + "-sym";
+      if (!a.has("--act-granularity")) a.act_granularity = "per_tensor";
+      if (a.act_granularity == "per_tensor" && !a.has("--act-static")) a.act_static = true;
+    } else {
+      a.spec = std::string(t == "wint8" ? "w8a16" : "w4a16") + (groupwise ? "g" + std::to_string(g) : "") + "-sym";
+    }
+    preset = t;
+  } else if (a.has("--weight-quant-method")) {
+    console.warning("--weight-quant-method applies to --quant-type only; ignored");
+  }
+  if (a.spec.empty() && a.wbits == 0) lowbit::fail("quantize needs --spec (e.g. w4a16g128-sym), --wbits or --quant-type");
   // The weight quantizer: a spec string (its grid the method's reference unless it names one) or the same facts
   // as flags; --grid overrides either.
   lowbit::QuantSpec spec;
@@ -515,9 +618,43 @@ int cmd_quantize(const QuantizeArgs& a) {
     spec.grid = lowbit::reference_grid(a.method);
   }
   if (!a.grid.empty()) spec.grid = lowbit::parse_grid(a.grid);
-  if (spec.act_quantized()) lowbit::fail("--spec ", a.spec, ": activation quantization is not supported yet (a16)");
+  if (a.abits) {
+    if (!a.spec.empty() && spec.act_quantized() && spec.abits != a.abits)
+      lowbit::fail("--abits ", a.abits, " contradicts --spec ", a.spec, " (a", spec.abits, ")");
+    spec.abits = a.abits;
+  }
   if (spec.group_size == 0) lowbit::fail("--group 0: a group size is positive, or -1 for per channel");
   lowbit::validate(spec);
+  // the activation quantizers (every linear's input; Q/K/V inside attention)
+  lowbit::ActOptions act;
+  if (a.act_static && !a.has("--act-granularity")) a.act_granularity = "per_tensor";
+  const lowbit::Grid act_grid = lowbit::parse_grid(a.act_grid);
+  if (spec.act_quantized()) {
+    act.quant.input = lowbit::ActQuant{spec.abits, lowbit::parse_act_granularity(a.act_granularity), !a.act_asym, act_grid, a.act_static};
+    act.quant.input.validate("--act-static");
+    act.observer = lowbit::parse_act_observer(a.act_observer);
+    act.percentile = a.act_percentile;
+  } else {
+    for (const char* o : {"--act-granularity", "--act-static"})
+      if (a.has(o)) console.warning(std::string(o) + " does not apply: activations are not quantized (a16); ignored");
+  }
+  if (!act.static_ranges())
+    for (const char* o : {"--act-observer", "--act-percentile"})
+      if (a.has(o)) console.warning(std::string(o) + " applies to static activation ranges (--act-static) only; ignored");
+  if (!spec.act_quantized() && !a.qk_bits && !a.kv_bits)
+    for (const char* o : {"--act-asym", "--act-grid"})
+      if (a.has(o)) console.warning(std::string(o) + " does not apply: no activation is quantized; ignored");
+  auto head_quant = [&](int bits) { return lowbit::ActQuant{bits, lowbit::ActGranularity::per_token, !a.act_asym, act_grid}; };
+  if (a.qk_bits) act.quant.q = act.quant.k = head_quant(a.qk_bits);
+  if (a.kv_bits) {
+    act.quant.v = head_quant(a.kv_bits);
+    act.quant.k = head_quant(a.qk_bits ? std::min(a.qk_bits, a.kv_bits) : a.kv_bits);
+    if (a.qk_bits && a.qk_bits != a.kv_bits)
+      console.warning("--qk-bits " + std::to_string(a.qk_bits) + " and --kv-bits " + std::to_string(a.kv_bits) +
+                      " both quantize K: it gets " + std::to_string(std::min(a.qk_bits, a.kv_bits)) + " bits");
+  }
+  act.validate();
+  if (act.static_ranges()) calibrated = true;
   if (!a.save_trans.empty() && !transforms) lowbit::fail("--save-trans needs a method with a transform (awq, awq+gptq)");
   if (calibrated && a.calib.empty()) lowbit::fail("--method ", a.method, " needs --calib FILE");
   if (!a.fp_eval_from.empty() && a.no_fp_eval) lowbit::fail("--fp-eval-from and --no-fp-eval exclude each other");
@@ -534,6 +671,18 @@ int cmd_quantize(const QuantizeArgs& a) {
                     "--load-clip", "--save-scale", "--save-clip"}, "awq");
   not_for(calibrated, {"--calib", "--calib-samples", "--calib-seq-len", "--calib-sampling", "--seed"}, "calibrated methods");
   not_for(calibrated, {"--propagate"}, "calibrated methods");
+  not_for(has_sq, {"--alpha"}, "smoothquant");
+  not_for(has_sq || has_pss, {"--smooth-all-linears"}, "smoothquant and pss");
+  not_for(has_shift, {"--shift-sampler", "--shift-all-linears"}, "shift");
+  not_for(has_pss, {"--k-piece", "--search-piece"}, "pss");
+  not_for(has_pss || has_osplus, {"--search-tokens"}, "pss and os+");
+  // a shifted model has biases and input shifts a Hugging Face LLaMA cannot hold
+  if ((has_shift || has_osplus) && (!a.save_fake.empty() || !a.save_trans.empty()))
+    lowbit::fail("--save-fake / --save-trans: the shift (", has_osplus ? "os+" : "shift",
+                 ") adds biases and input shifts that a Hugging Face LLaMA cannot hold; evaluate the model with --eval instead");
+  if (act.on() && !a.save_fake.empty())
+    console.warning("--save-fake writes the fake-quantized weights; the activation quantization (a" + std::to_string(spec.abits) +
+                    (a.qk_bits || a.kv_bits ? ", Q/K/V" : "") + ") is a run-time setting the folder does not hold");
   if (calibrated && a.calib_sampling == "sequential" && a.has("--seed"))
     console.warning("--seed does not apply to --calib-sampling sequential; ignored");
 
@@ -606,6 +755,16 @@ int cmd_quantize(const QuantizeArgs& a) {
   lowbit::PipelineOptions opt;
   if (!a.quiet) opt.progress = lowbit::stderr_progress();
   if (!a.propagate.empty()) opt.propagate = a.propagate == "fp" ? lowbit::Chain::full_precision : lowbit::Chain::quantized;
+  opt.act = act;
+  mo.smooth.alpha = float(a.alpha);
+  mo.smooth.all_linears = a.smooth_all_linears;
+  mo.shift.sampler = lowbit::parse_shift_sampler(a.shift_sampler);
+  mo.shift.all_linears = a.shift_all_linears;
+  mo.pss.all_linears = a.smooth_all_linears;
+  mo.pss.search.k_piece = a.k_piece;
+  mo.pss.search.search_piece = a.search_piece;
+  mo.pss.tokens = a.search_tokens;
+  mo.osplus.tokens = a.search_tokens;
 
   // Sinks: the fake-quantized model in memory only when it is evaluated; folders stream block by block and are
   // staged beside their place (created now, before any work).
@@ -662,6 +821,7 @@ int cmd_quantize(const QuantizeArgs& a) {
     j["method"] = a.method;
     j["spec"] = lowbit::to_string(spec);
     j["wbits"] = spec.wbits;
+    j["abits"] = spec.abits;
     j["group"] = spec.group_size;
     j["sym"] = spec.symmetric;
     j["ragged"] = spec.allow_ragged;
@@ -681,8 +841,34 @@ int cmd_quantize(const QuantizeArgs& a) {
                     {"clip", !a.no_clip}, {"symmetric_clip", !a.asym_clip},
                     {"load_scale", a.load_scale.empty() ? Json(nullptr) : Json(a.load_scale)},
                     {"load_clip", a.load_clip.empty() ? Json(nullptr) : Json(a.load_clip)}});
+    if (has_sq) o.update(Json{{"alpha", a.alpha}, {"smooth_all_linears", a.smooth_all_linears}});
+    if (has_shift) o.update(Json{{"shift_sampler", a.shift_sampler}, {"shift_all_linears", a.shift_all_linears}});
+    if (has_pss)
+      o.update(Json{{"k_piece", a.k_piece}, {"search_piece", a.search_piece}, {"smooth_all_linears", a.smooth_all_linears}});
+    if (has_pss || has_osplus) o["search_tokens"] = a.search_tokens;
     o["propagate"] = a.propagate.empty() ? Json("reference") : Json(a.propagate);
     j["options"] = o;
+    j["transforms"] = transform_names;
+    j["quant_type"] = preset.empty() ? Json(nullptr) : Json(preset);
+    auto act_json = [](const lowbit::ActQuant& q) {
+      return q.on() ? Json{{"bits", q.bits}, {"sym", q.symmetric}, {"grid", lowbit::to_string(q.grid)}} : Json(nullptr);
+    };
+    Json aj = Json(nullptr);
+    if (act.on()) {
+      aj = Json::object();
+      aj["bits"] = act.quant.input.on() ? Json(act.quant.input.bits) : Json(16);
+      if (act.quant.input.on()) {
+        aj["granularity"] = lowbit::to_string(act.quant.input.granularity);
+        aj["static"] = act.quant.input.static_range;
+        aj["sym"] = act.quant.input.symmetric;
+        aj["grid"] = lowbit::to_string(act.quant.input.grid);
+        aj["observer"] = act.static_ranges() ? Json(lowbit::to_string(act.observer)) : Json(nullptr);
+      }
+      aj["q"] = act_json(act.quant.q);
+      aj["k"] = act_json(act.quant.k);
+      aj["v"] = act_json(act.quant.v);
+    }
+    j["activations"] = aj;
     j["calibration"] = calibrated ? Json{{"file", a.calib},
                                          {"tokens", calib_tokens},
                                          {"windows", calib.size()},

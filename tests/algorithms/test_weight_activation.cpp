@@ -333,3 +333,40 @@ TEST_CASE("PSS finds the brute-force scales on a synthetic layer with planted ou
   q4(w1, true);
   REQUIRE(r.loss < (Y - x1 * w1.transpose()).squaredNorm() / double(Y.size()));
 }
+
+TEST_CASE("AWQ with activation quantization scores each candidate on quantized scaled inputs", "[data][awq][act]") {
+  LOWBIT_REQUIRE_SHARED(kModel);
+  const Model fp = load_llama2c(lowbit_test::shared_path(kModel));
+  const Windows w = calib(8, 64);
+  const MatrixRM X = embed(fp, concat(w));
+  using Q = Quantizer<Bits<4>, PerChannel, Symmetric>;
+  const Q q;
+  const ActQuant a4{4, ActGranularity::per_token, true, Grid::minmax};
+  Block b = fp.blocks[0];
+  AwqOptions o;
+  o.clip = false;
+  const AwqBlockResult r = awq_block(fp.cfg, b, X, 64, q, o, {}, nullptr, a4);
+  // independent: the up -> down group's loss for every ratio, written here from the definition
+  std::vector<MatrixRM> in(4);
+  MatrixRM x = X;
+  block_forward_staged(fp.cfg, fp.blocks[0], x, 64, nullptr, [&](int s, const MatrixRM& v) { in[std::size_t(s)] = v; });
+  const MatrixRM& xd = in[3];
+  const MatrixRM& W = fp.blocks[0].down.W;
+  const MatrixRM y = xd * W.transpose();
+  const Eigen::VectorXf xm = awq_act_mean(xd);
+  const AwqScaleResult& sr = r.searches.at("up_proj");
+  REQUIRE(sr.losses.size() == 20);
+  for (int i = 0; i < 20; ++i) {
+    const Eigen::VectorXf s = awq_scales_for_ratio(xm, Eigen::VectorXf::Ones(xm.size()), float(i) / 20.0f, false);
+    MatrixRM Ws = W * s.asDiagonal();
+    fake_quant(q, Ws, Ws);
+    MatrixRM xs = xd * s.cwiseInverse().asDiagonal();
+    fake_quant(Quantizer<Bits<4>, PerToken, Symmetric>{}, xs, xs);
+    const double loss = (y - xs * Ws.transpose()).cast<double>().array().square().mean();
+    REQUIRE(sr.losses[std::size_t(i)] == Approx(loss).epsilon(1e-3));
+  }
+  // and without activation quantization the search is the weight-only one (a different loss)
+  Block b2 = fp.blocks[0];
+  const AwqBlockResult r2 = awq_block(fp.cfg, b2, X, 64, q, o);
+  REQUIRE(r2.searches.at("up_proj").losses != sr.losses);
+}

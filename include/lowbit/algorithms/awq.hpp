@@ -21,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -119,8 +120,8 @@ MatrixRM awq_scaled_fake_quant(const Q& q, const MatrixRM& W, const Eigen::Vecto
   return Ws;
 }
 
-// The grid search over ratios: score(candidate weights) is the loss of one candidate; the first strict minimum
-// wins.
+// The grid search over ratios: score(candidate weights, s) is the loss of one candidate (weights Q(W s) / s
+// for scales s); the first strict minimum wins.
 template <class Q, class Score>
 AwqScaleResult awq_grid_search(const Q& q, const std::vector<const MatrixRM*>& layers, const Eigen::VectorXf& x_mean,
                                Score&& score, const AwqOptions& o) {
@@ -133,7 +134,7 @@ AwqScaleResult awq_grid_search(const Q& q, const std::vector<const MatrixRM*>& l
     const Eigen::VectorXf s = awq_scales_for_ratio(x_mean, w_mean, r, o.duo_scaling);
     std::vector<MatrixRM> cand;
     for (const MatrixRM* W : layers) cand.push_back(awq_scaled_fake_quant(q, *W, s));
-    const double loss = score(cand);
+    const double loss = score(cand, s);
     if (!std::isfinite(loss)) fail("AWQ: the scale search produced a non-finite loss at ratio ", r);
     res.losses.push_back(loss);
     if (loss < best) best = loss, res.best_index = i, res.scales = s;
@@ -141,14 +142,17 @@ AwqScaleResult awq_grid_search(const Q& q, const std::vector<const MatrixRM*>& l
   return res;
 }
 
-// Grid search of the scales of one group of linears sharing an input (the reference's scoring).  `module(weights)`
-// evaluates the inspected module with the given weights (same order as `layers`) on the calibration input and
-// returns its output; y_fp is its output with the original weights.
+// Grid search of the scales of one group of linears sharing an input (the reference's scoring).
+// `module(weights)` -- or `module(weights, s)`, s the candidate's scales, for a module that quantizes its scaled
+// input (LLMC's scaling_input) -- evaluates the inspected module with the given weights (same order as `layers`)
+// on the calibration input and returns its output; y_fp is its output with the original weights.
 template <class Q, class Module>
 AwqScaleResult awq_search_scale(const Q& q, const std::vector<const MatrixRM*>& layers, const Eigen::VectorXf& x_mean,
                                 Module&& module, const MatrixRM& y_fp, const AwqOptions& o = {}) {
-  return awq_grid_search(q, layers, x_mean, [&](const std::vector<MatrixRM>& cand) {
-    const MatrixRM y = module(cand);
+  return awq_grid_search(q, layers, x_mean, [&](const std::vector<MatrixRM>& cand, const Eigen::VectorXf& s) {
+    MatrixRM y;
+    if constexpr (std::is_invocable_v<Module&, const std::vector<MatrixRM>&, const Eigen::VectorXf&>) y = module(cand, s);
+    else y = module(cand);
     return (y - y_fp).cast<double>().array().square().mean();
   }, o);
 }
@@ -166,7 +170,7 @@ AwqScaleResult awq_search_scale_gram(const Q& q, const std::vector<const MatrixR
                                      const Eigen::MatrixXf& G, std::int64_t tokens, const AwqOptions& o = {}) {
   Eigen::Index outs = 0;
   for (const MatrixRM* W : layers) outs += W->rows();
-  return awq_grid_search(q, layers, x_mean, [&](const std::vector<MatrixRM>& cand) {
+  return awq_grid_search(q, layers, x_mean, [&](const std::vector<MatrixRM>& cand, const Eigen::VectorXf&) {
     double loss = 0.0;
     for (std::size_t k = 0; k < layers.size(); ++k) {
       const MatrixRM dW = cand[k] - *layers[k];

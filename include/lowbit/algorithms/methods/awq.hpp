@@ -21,6 +21,7 @@
 
 #include "../../io/safetensors.hpp"
 #include "../../model/llama.hpp"
+#include "../../transforms/smooth.hpp"
 #include "../method.hpp"
 
 namespace lowbit {
@@ -55,9 +56,12 @@ inline const std::vector<Role>& awq_clip_roles() {
 // AWQ on one block: search (or take from `preset`) and fold the scales, then search (or take) and apply the clips.
 // X is the block's input [n*L, dim].  Weights are left in float (not yet quantized).  `output`, when given,
 // receives the block's output on X with the weights it had on entry (the capture forward computes it anyway).
+// `act`: the run's activation quantizer (weight-activation runs): each scale candidate's module input is
+// quantize(x / s) * s, i.e. the scaled linears read quantized activations (LLMC awq.py scaling_input + its act
+// quantizer); a single-linear group is then scored by its module too (the Gram form has no quantized input).
 template <class Q>
 AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, int L, const Q& q, const AwqOptions& o,
-                         AwqPreset preset = {}, MatrixRM* output = nullptr) {
+                         AwqPreset preset = {}, MatrixRM* output = nullptr, const ActQuant& act = {}) {
   const std::vector<InputGroup>& groups = input_groups();
   std::vector<MatrixRM> in(groups.size());  // the input of every group, with the original weights
   {
@@ -89,7 +93,7 @@ AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, in
       for (Role r : g.linears) layers.push_back(&orig.linear(r).W);
       AwqScaleResult sr;
       const bool single = !g.prev.is_norm();  // one linear: the Gram loss is the module loss exactly
-      if (o.scoring == AwqScoring::gram || (o.scoring == AwqScoring::fast && single)) {
+      if (!act.on() && (o.scoring == AwqScoring::gram || (o.scoring == AwqScoring::fast && single))) {
         sr = awq_search_scale_gram(q, layers, xm, awq_gram(x), x.rows(), o);
       } else {
         const bool sampled = o.scoring == AwqScoring::fast;
@@ -97,16 +101,26 @@ AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, in
         const MatrixRM& xl = sampled ? xs : x;
         // the module whose output the loss compares: what follows the previous op up to the block's next sum
         Block c = orig;
-        auto module = [&](const std::vector<MatrixRM>& W) -> MatrixRM {
+        const ActQuant aq = search_act_quant(act);
+        MatrixRM xq;
+        auto module = [&](const std::vector<MatrixRM>& W, const Eigen::VectorXf* cs) -> MatrixRM {
           for (std::size_t k = 0; k < g.linears.size(); ++k) c.linear(g.linears[k]).W = W[k];
-          if (g.prev.is_norm()) return g.prev.norm == NormRole::attn ? attention_forward(cfg, c, xl, L) : mlp_forward(c, xl);
+          const MatrixRM* mx = &xl;
+          if (act.on() && cs) {  // the scaled linears read quantize(x / s); W here is Q(W s) / s
+            xq = xl.array().rowwise() / cs->transpose().array();
+            fake_quant_activation(aq, xq, g.key);
+            xq.array().rowwise() *= cs->transpose().array();
+            mx = &xq;
+          }
+          if (g.prev.is_norm()) return g.prev.norm == NormRole::attn ? attention_forward(cfg, c, *mx, L) : mlp_forward(c, *mx);
           MatrixRM y;
-          linear(xl, c.linear(g.linears[0]), y);
+          linear(*mx, c.linear(g.linears[0]), y);
           return y;
         };
         std::vector<MatrixRM> fp;
         for (Role r : g.linears) fp.push_back(orig.linear(r).W);
-        sr = awq_search_scale(q, layers, xm, module, module(fp), o);
+        sr = awq_search_scale(q, layers, xm, [&](const std::vector<MatrixRM>& W, const Eigen::VectorXf& cs) { return module(W, &cs); },
+                              module(fp, nullptr), o);
       }
       s = sr.scales;
       res.x_mean[g.key] = xm;
@@ -161,7 +175,7 @@ class AwqMethod final : public BlockMethod<Q> {
     const bool fp_output = chain == Chain::full_precision && !job.transformed;
     MatrixRM out;
     job.artifacts.awq = awq_block(job.cfg, job.block, job.input(chain), job.L, q_, o_, loaded_.at(job.index),
-                                  fp_output ? &out : nullptr);
+                                  fp_output ? &out : nullptr, job.act.input);
     if (fp_output) job.outputs[std::size_t(Chain::full_precision)] = std::move(out);
     job.transformed = true;
   }
