@@ -6,6 +6,9 @@
 // block updates (2 * rows * 128 * remaining columns per block) and the in-block rank-1 updates.
 #include <benchmark/benchmark.h>
 
+#include <chrono>
+#include <map>
+
 #include <lowbit/lowbit.hpp>
 #include <random>
 
@@ -102,6 +105,46 @@ void BM_awq_block_tinyllama(benchmark::State& st) {
   st.counters["tokens"] = double(n) * L;
 }
 
+// PieceWiseSearch smooth (methods/pss.hpp) and OS+ on a TinyLlama-shaped block: W8A8 per-channel weights with
+// per-token 8-bit activations, n windows of L, `--search-tokens` 512; planted outlier channels in the input so
+// the pieces differ.  Counters: seconds per group search (where the time goes).
+void BM_smooth_search_block_tinyllama(benchmark::State& st) {
+  lowbit::LlamaConfig c;
+  c.dim = 2048, c.hidden_dim = 5632, c.n_layers = 1, c.n_heads = 32, c.n_kv_heads = 4, c.vocab_size = 32000;
+  c.max_seq_len = 2048, c.rope = lowbit::RopeStyle::rotate_half;
+  lowbit::Block b;
+  b.attn_norm = Eigen::VectorXf::Ones(c.dim), b.ffn_norm = Eigen::VectorXf::Ones(c.dim);
+  for (int j = 0; j < c.dim; j += 97) b.attn_norm[j] = b.ffn_norm[j] = 20.0f;  // outlier channels
+  b.q.W = rnd(c.dim, c.dim, 11, 0.02f), b.k.W = rnd(c.kv_dim(), c.dim, 12, 0.02f), b.v.W = rnd(c.kv_dim(), c.dim, 13, 0.02f);
+  b.o.W = rnd(c.dim, c.dim, 14, 0.02f), b.gate.W = rnd(c.hidden_dim, c.dim, 15, 0.02f);
+  b.up.W = rnd(c.hidden_dim, c.dim, 16, 0.02f), b.down.W = rnd(c.dim, c.hidden_dim, 17, 0.02f);
+  const int L = 512, n = 4;
+  const lowbit::MatrixRM X = rnd(long(n) * L, c.dim, 18, 1.0f);
+  using Q = lowbit::Quantizer<lowbit::Bits<8>, lowbit::PerChannel, lowbit::Symmetric>;
+  lowbit::MethodOptions mo;
+  mo.pss.all_linears = true;
+  const char* method = st.range(0) ? "os+" : "pss";
+  std::map<std::string, double> seconds;
+  for (auto _ : st) {
+    lowbit::Block w = b;
+    auto chain = lowbit::make_method_chain(method, Q(), mo);
+    lowbit::BlockJob job(c, 0, 1, L, w);
+    job.inputs[0] = &X;
+    job.act.input = lowbit::ActQuant{8, lowbit::ActGranularity::per_token, true, lowbit::Grid::minmax};
+    auto t = std::chrono::steady_clock::now();
+    std::string cur;
+    job.step = [&](const std::string& s) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!cur.empty()) seconds[cur] += std::chrono::duration<double>(now - t).count();
+      cur = s, t = now;
+    };
+    chain.steps[0]->run(job, lowbit::Chain::full_precision);
+    job.step("");
+    benchmark::DoNotOptimize(w.q.W.data());
+  }
+  for (const auto& [k, v] : seconds) st.counters[k] = v / double(st.iterations());
+}
+
 }  // namespace
 
 BENCHMARK(BM_eigen_gemm_4096x128x4096)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -109,5 +152,7 @@ BENCHMARK(BM_gptq_4096_w4g128)->UseRealTime()->Unit(benchmark::kMillisecond)->It
 BENCHMARK(BM_hessian_4096_rows2048)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_hessian_4096_rows2048_double)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_awq_block_tinyllama)->Args({16, 512})->Args({128, 512})->UseRealTime()->Unit(benchmark::kSecond)->Iterations(1);
+
+BENCHMARK(BM_smooth_search_block_tinyllama)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kSecond)->Iterations(1);
 
 BENCHMARK_MAIN();

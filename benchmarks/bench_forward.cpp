@@ -1,6 +1,7 @@
 // Forward pass throughput: one TinyLlama-1.1B-shaped block (dim 2048, hidden 5632, 32 heads, 4 kv heads)
 // on one sequence of L = 512, and stories260K on 8 windows of 512, with Eigen's GEMM FLOP/s at the
-// block's own linear shapes in the same binary as the roofline.
+// block's own linear shapes in the same binary as the roofline; BM_block_tinyllama_act is the same block with its
+// activations fake-quantized (weight-activation forward), for the ratio to the plain forward.
 //
 //   build/benchmarks/bench_forward --benchmark_counters_tabular=true
 // stories260K is read from $LOWBIT_SHARED (default ../shared) when present.
@@ -74,6 +75,25 @@ void BM_block_tinyllama(benchmark::State& st) {
   st.counters["tokens/s"] = benchmark::Counter(512, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The same block with its activations fake-quantized (W8A8 / W4A4 forward: every linear's input per token; with
+// range(1) also Q/K/V per (token, head)).  range(0) = activation bits.
+void BM_block_tinyllama_act(benchmark::State& st) {
+  const lowbit::LlamaConfig c = tinyllama();
+  lowbit::Block b = random_block(c);
+  b.act.input = lowbit::ActQuant{int(st.range(0)), lowbit::ActGranularity::per_token, true, lowbit::Grid::minmax};
+  if (st.range(1)) b.act.q = b.act.k = b.act.v = b.act.input;
+  std::mt19937 g(2);
+  const lowbit::MatrixRM x0 = rnd(512, c.dim, g, 1.0f);
+  lowbit::MatrixRM x;
+  for (auto _ : st) {
+    x = x0;
+    lowbit::block_forward(c, b, x, 512);
+    benchmark::DoNotOptimize(x.data());
+  }
+  st.counters["FLOP/s"] = benchmark::Counter(block_flops(c, 1, 512), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["tokens/s"] = benchmark::Counter(512, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_forward_stories260K(benchmark::State& st) {
   const char* env = std::getenv("LOWBIT_SHARED");
   const std::string path = std::string(env && *env ? env : "../shared") + "/models/stories260K/stories260K.bin";
@@ -111,6 +131,7 @@ void BM_eigen_gemm_stories(benchmark::State& st) {
 
 BENCHMARK(BM_eigen_gemm)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_block_tinyllama)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_block_tinyllama_act)->Args({8, 0})->Args({8, 1})->Args({4, 0})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_eigen_gemm_stories)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_forward_stories260K)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -2,6 +2,8 @@
 // buffer as the roofline.  bytes/s counts the fp32 input once for every benchmark (memcpy of N bytes
 // reads N and writes N; fake-quant reads N and writes N), so "fake-quant / memcpy" is a traffic ratio.
 //
+// BM_act_* are the run-time activation quantizers of weight-activation runs on the same activation.
+//
 //   build/benchmarks/bench_quant --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
@@ -101,6 +103,35 @@ void BM_memcpy_activation(benchmark::State& st) {
   set_bytes(st, a);
 }
 
+// Weight-activation runs: lowbit's run-time activation quantizers (quant/activation.hpp) on the same activation.
+// Per-token int8 codes + a scale per row (what an int8 GEMM reads), and the in-place fake quantization the
+// quantized forward runs.
+void BM_act_quantize_per_token_int8(benchmark::State& st) {
+  const auto& a = activation();
+  const lowbit::ActQuant q{8, lowbit::ActGranularity::per_token, true, lowbit::Grid::minmax};
+  lowbit::CodesRM codes;
+  Eigen::VectorXf scale, zero;
+  for (auto _ : st) {
+    lowbit::quantize_per_token(q, a, codes, scale, zero, "activation");
+    benchmark::DoNotOptimize(codes.data());
+  }
+  set_bytes(st, a);
+}
+
+void BM_act_fake_quant_per_token(benchmark::State& st) {
+  const auto& a = activation();
+  const lowbit::ActQuant q{int(st.range(0)), lowbit::ActGranularity::per_token, true, lowbit::Grid::minmax};
+  lowbit::MatrixRM x = a;
+  for (auto _ : st) {
+    st.PauseTiming();
+    x = a;
+    st.ResumeTiming();
+    lowbit::fake_quant_dynamic(q, x, x.cols(), "activation");
+    benchmark::DoNotOptimize(x.data());
+  }
+  set_bytes(st, a);
+}
+
 }  // namespace
 
 BENCHMARK(BM_memcpy_weight)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -112,5 +143,7 @@ BENCHMARK_CAPTURE(BM_quantize_pack, w4g128_sym, W4g128S{}, &weight())->UseRealTi
 BENCHMARK_CAPTURE(BM_quantize_pack, w8_perchannel_sym, W8ch{}, &weight())->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_memcpy_activation)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_quantize_pack, a8_pertoken_sym, A8tok{}, &activation())->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_act_quantize_per_token_int8)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_act_fake_quant_per_token)->Arg(8)->Arg(4)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

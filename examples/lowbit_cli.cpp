@@ -656,6 +656,8 @@ int cmd_quantize(const QuantizeArgs& args) {
   act.validate();
   if (act.static_ranges()) calibrated = true;
   if (!a.save_trans.empty() && !transforms) lowbit::fail("--save-trans needs a method with a transform (awq, awq+gptq)");
+  if (act.static_ranges() && a.calib.empty())
+    lowbit::fail("--act-static needs --calib FILE (static activation ranges are calibrated on it)");
   if (calibrated && a.calib.empty()) lowbit::fail("--method ", a.method, " needs --calib FILE");
   if (!a.fp_eval_from.empty() && a.no_fp_eval) lowbit::fail("--fp-eval-from and --no-fp-eval exclude each other");
   if ((a.no_fp_eval || !a.fp_eval_from.empty() || a.eval_seq_len || a.eval_max_tokens) && a.eval.empty())

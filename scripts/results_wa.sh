@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Reproduces the weight-activation tables of docs/results.md under protocol P (calibration: the first 128
 # windows of 256 tokens of the calib text; evaluation: the first 100,352 tokens of the eval text in windows of
-# 256): W8A8, W6A6 and W4A4 (symmetric per-channel weights, symmetric per-token activations), each method with
-# float attention, 8-bit Q/K and 4-bit Q/K (--qk-bits), on stories260K and babyllama-tok105.
-# Prints one JSON object per run (its "label" field first).
-#   bash scripts/results_wa.sh [stories|babyllama]      (after scripts/main.sh has built build/)
+# 256): W8A8, W6A6 and W4A4 with symmetric per-channel weights and
+#   dynamic: symmetric per-token activations, each method with float attention, 8-bit Q/K and 4-bit Q/K;
+#   static:  symmetric per-tensor activations with calibrated min-max ranges (PaddleSlim's A8W8 form),
+# on stories260K and babyllama-tok105.  Prints one JSON object per run (its "label" field first).
+#   bash scripts/results_wa.sh [stories|babyllama|all] [dynamic|static|both]   (after scripts/main.sh built build/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S="${LOWBIT_SHARED:-../shared}"
 which="${1:-all}"
+modes="${2:-both}"
 LOWBIT="${LOWBIT:-./build/examples/lowbit}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -21,18 +23,22 @@ methods=(
   "pss paddlenlp|--method pss --smooth-all-linears --search-piece"
   "shift+pss paddlenlp|--method pss --smooth-all-linears --search-piece --shift --shift-all-linears"
   "os+|--method os+"
+  "awq|--method awq"
+  "smoothquant a0.8+gptq|--method smoothquant+gptq --alpha 0.8"
 )
 table() {  # model-args...
   local name=$1
   shift
   "$LOWBIT" quantize --threads 2 --quiet --method rtn --spec w8a8-sym "$@" > "$tmp/fp.json"
   for spec in w8a8-sym w6a6-sym w4a4-sym; do
-    for qk in none 8 4; do
+    for qk in none 8 4 static; do
+      if [ "$qk" = static ] && [ "$modes" = dynamic ]; then continue; fi
+      if [ "$qk" != static ] && [ "$modes" = static ]; then continue; fi
       for m in "${methods[@]}"; do
         label=${m%%|*}
         read -r -a args <<< "${m#*|}"
         extra=()
-        if [ "$qk" != none ]; then extra=(--qk-bits "$qk"); fi
+        if [ "$qk" = static ]; then extra=(--act-static); elif [ "$qk" != none ]; then extra=(--qk-bits "$qk"); fi
         out=$("$LOWBIT" quantize --threads 2 --quiet --spec "$spec" "${args[@]}" "${extra[@]}" --fp-eval-from "$tmp/fp.json" "$@")
         echo "{\"label\": \"$name $spec qk=$qk $label\", \"run\": $out}"
       done

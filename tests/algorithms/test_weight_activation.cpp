@@ -370,3 +370,31 @@ TEST_CASE("AWQ with activation quantization scores each candidate on quantized s
   const AwqBlockResult r2 = awq_block(fp.cfg, b2, X, 64, q, o);
   REQUIRE(r2.searches.at("up_proj").losses != sr.losses);
 }
+
+TEST_CASE("PSS leaves the float function unchanged, with and without smooth_all_linears and search_piece", "[data][pipeline][pss]") {
+  LOWBIT_REQUIRE_SHARED(kModel);
+  const Model fp = load_llama2c(lowbit_test::shared_path(kModel));
+  const Windows w = calib(8, 64);
+  const std::vector<int> toks = concat(calib(2, 32));
+  const MatrixRM ref = forward(fp, toks, 32);
+  for (bool all : {false, true}) {
+    MethodOptions mo;
+    mo.pss.all_linears = all;
+    mo.pss.search.search_piece = all;
+    mo.pss.tokens = 128;
+    PipelineOptions opt;
+    opt.act.quant.input = ActQuant{4, ActGranularity::per_token, true, Grid::minmax};
+    auto c = make_method_chain("pss", Quantizer<Bits<4>, PerChannel, Symmetric>(), mo);
+    ModelSink out(fp, {true, true, false});
+    quantize_model(fp, w, c, out, opt);
+    REQUIRE(max_rel_diff(forward(out.transformed, toks, 32), ref) < 1e-4f);
+    bool changed = false, down_changed = false;  // the search chose scales other than 1 somewhere
+    for (std::size_t i = 0; i < fp.blocks.size(); ++i) {
+      changed |= out.transformed.blocks[i].attn_norm != fp.blocks[i].attn_norm;
+      changed |= out.transformed.blocks[i].ffn_norm != fp.blocks[i].ffn_norm;
+      down_changed |= out.transformed.blocks[i].down.W != fp.blocks[i].down.W;
+    }
+    REQUIRE(changed);
+    if (!all) REQUIRE_FALSE(down_changed);  // up -> down is smoothed only with all_linears
+  }
+}
