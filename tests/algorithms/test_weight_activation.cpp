@@ -188,6 +188,23 @@ TEST_CASE("the shift (OS+ / PaddleSlim) leaves the float function unchanged and 
         const Eigen::VectorXf mx = in[0].colwise().maxCoeff().transpose(), mn = in[0].colwise().minCoeff().transpose();
         REQUIRE((mx + mn).cwiseAbs().maxCoeff() < 1e-4f * mx.cwiseAbs().maxCoeff());
       }
+  // the fake-quantized model is the same whether or not a sink also keeps the transformed one (the fake block is
+  // then a separate copy that must carry the shifts and biases too), with static ranges calibrated on it
+  {
+    PipelineOptions opt;
+    opt.act.quant.input = ActQuant{8, ActGranularity::per_tensor, true, Grid::minmax, true};
+    MethodOptions mo;
+    mo.shift.all_linears = true;
+    auto c1 = make_method_chain("shift", W8(), mo), c2 = make_method_chain("shift", W8(), mo);
+    ModelSink fake_only(fp), both(fp, {true, true, false});
+    quantize_model(fp, w, c1, fake_only, opt);
+    quantize_model(fp, w, c2, both, opt);
+    const MatrixRM a = forward(fake_only.fake, toks, 32), b = forward(both.fake, toks, 32);
+    REQUIRE(a == b);
+    REQUIRE(max_rel_diff(a, ref) < 0.1f);
+    for (std::size_t i = 0; i < fp.blocks.size(); ++i)
+      for (std::size_t g = 0; g < 4; ++g) REQUIRE(both.fake.blocks[i].act.range[g].hi == fake_only.fake.blocks[i].act.range[g].hi);
+  }
   // a shifted block has biases a Hugging Face LLaMA cannot hold: the writer refuses it instead of dropping them
   auto c = make_method_chain("shift", W8());
   ModelSink out(fp, {false, true, false});

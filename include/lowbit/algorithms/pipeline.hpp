@@ -295,11 +295,8 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
       in_context(block + " " + chain.steps[k]->info().name, [&] { chain.steps[k]->run(job, reads[k]); });
     }
     std::array<QuantizedLinear, 7> ql;
-    Block fake_copy;
-    if (keep_transformed) {  // norms and biases as transformed; the linears' weights are replaced below
-      fake_copy.attn_norm = work.attn_norm, fake_copy.ffn_norm = work.ffn_norm;
-      for (Role r : all_roles) fake_copy.linear(r).b = work.linear(r).b;
-    }
+    // everything as transformed (norms, biases, shifts); the linears' weights are replaced below
+    Block fake_copy = keep_transformed ? without_weights(work) : Block();
     Block& fake = keep_transformed ? fake_copy : work;
     for (Role r : all_roles) {
       auto& slot = job.quantized[std::size_t(r)];

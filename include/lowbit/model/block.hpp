@@ -210,6 +210,17 @@ struct Block {
   const Eigen::VectorXf& norm(NormRole n) const { return n == NormRole::attn ? attn_norm : ffn_norm; }
 };
 
+// A copy of b without the linears' weights (W empty; everything else -- norms, biases, shifts, activation
+// quantization -- as in b).  A member added to Block must be copied here.
+inline Block without_weights(const Block& b) {
+  Block c;
+  c.attn_norm = b.attn_norm, c.ffn_norm = b.ffn_norm;
+  for (Role r : all_roles) c.linear(r).b = b.linear(r).b;
+  c.act = b.act;
+  c.shift = b.shift;
+  return c;
+}
+
 // Folds a per-input-channel scale s into a group: the previous op's outputs are divided by s (a norm's weight,
 // or a linear's rows and bias; and the group's shift, when it has one) and every linear of the group gets
 // W[:, j] *= s_j -- the block computes the same function (AWQ scale.py scale_ln_fcs / scale_fc_fc; SmoothQuant;
