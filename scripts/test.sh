@@ -28,7 +28,8 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_
       -DLOWBIT_SANITIZE=ON -DLOWBIT_BUILD_BENCHMARKS=OFF -DLOWBIT_BUILD_EXAMPLES=OFF -DLOWBIT_INSTALL=OFF \
       -DLOWBIT_BUILD_SCALAR_TESTS=OFF -DLOWBIT_BUILD_FUZZ_REPLAY=$replay
 cmake --build build-asan -j "$jobs"
-# The figure tests (perplexity over the eval text, greedy generation of known text without a KV cache) repeat
-# the forward thousands of times: they run in the Release build only.
+# The figure tests (perplexity over the eval text, greedy generation of known text without a KV cache, AWQ's
+# block-0 fixture with its 20-point grid over every linear) repeat the forward thousands of times: they run in the
+# Release build only (the AWQ code itself runs under the sanitizers in the pipeline tests).
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-   ctest -j "$jobs" --output-on-failure -E "perplexity matches|generate their known text|reloads with the same perplexity")
+   ctest -j "$jobs" --output-on-failure -E "perplexity matches|generate their known text|reloads with the same perplexity|reproduces llm-awq")
