@@ -289,6 +289,10 @@ struct QuantizeArgs {
   bool smooth_all_linears = false, shift = false, shift_all_linears = false, search_piece = false;
   std::string shift_sampler = "minmax";
   int k_piece = 3, search_tokens = 512;
+  // OmniQuant
+  int epochs = 20, omni_batch = 1;
+  bool no_lwc = false, let = false, aug_loss = false;
+  double lr_lwc = 1e-2, lr_let = 5e-3, omni_wd = 0.0, lwc_init = 4.0;
   // calibration
   std::string calib, calib_sampling = "random";
   int calib_samples = 128, calib_seq_len = 256;
@@ -436,6 +440,21 @@ void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
       ->check(CLI::Range(1, 64))
       ->group("Smoothing");
   c->add_flag("--search-piece", a.search_piece, "PSS: also search the number of pieces (1..k)")->group("Smoothing");
+  c->add_option("--epochs", a.epochs, "OmniQuant: training epochs per block (reference scripts: 20, 40 at W2)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000))
+      ->group("OmniQuant");
+  c->add_flag("--no-lwc", a.no_lwc, "OmniQuant: no learnable weight clipping (LWC is on by default)")->group("OmniQuant");
+  c->add_flag("--let", a.let, "OmniQuant: learnable equivalent transforms (per-channel scales; init from --alpha)")->group("OmniQuant");
+  c->add_flag("--aug-loss", a.aug_loss, "OmniQuant: add the loss against the full-precision block on the quantized input")->group("OmniQuant");
+  c->add_option("--lr-lwc", a.lr_lwc, "OmniQuant: LWC learning rate")->capture_default_str()->check(kFinite)->check(CLI::PositiveNumber)->group("OmniQuant");
+  c->add_option("--lr-let", a.lr_let, "OmniQuant: LET learning rate")->capture_default_str()->check(kFinite)->check(CLI::PositiveNumber)->group("OmniQuant");
+  c->add_option("--wd", a.omni_wd, "OmniQuant: AdamW weight decay")->capture_default_str()->check(kFinite)->check(CLI::NonNegativeNumber)->group("OmniQuant");
+  c->add_option("--lwc-init", a.lwc_init, "OmniQuant: initial clip logit (sigmoid(4) = 0.982)")->capture_default_str()->check(kFinite)->group("OmniQuant");
+  c->add_option("--omni-batch", a.omni_batch, "OmniQuant: calibration samples per training step (reference: 1)")
+      ->capture_default_str()
+      ->check(kCount)
+      ->group("OmniQuant");
   c->add_option("--search-tokens", a.search_tokens, "PSS / OS+: calibration rows the candidates are scored on")
       ->capture_default_str()
       ->check(kCount)
@@ -573,14 +592,14 @@ int cmd_quantize(const QuantizeArgs& args) {
   if (a.shift && a.method.rfind("shift", 0) != 0 && a.method.rfind("os", 0) != 0) a.method = "shift+" + a.method;
   const std::vector<const lowbit::MethodInfo*> steps = lowbit::parse_method_chain(a.method);
   bool calibrated = false, transforms = false, has_awq = false, has_gptq = false, has_sq = false, has_pss = false,
-       has_shift = false, has_osplus = false;
+       has_shift = false, has_osplus = false, has_omni = false;
   std::vector<std::string> transform_names;
   for (const lowbit::MethodInfo* s : steps) {
     const std::string n = s->name;
     calibrated |= s->calibrated, transforms |= !s->quantizes;
     if (!s->quantizes) transform_names.push_back(n);
     has_awq |= n == "awq", has_gptq |= n == "gptq", has_sq |= n == "smoothquant", has_pss |= n == "pss";
-    has_shift |= n == "shift", has_osplus |= n == "osplus";
+    has_shift |= n == "shift", has_osplus |= n == "osplus", has_omni |= n == "omniquant";
   }
   // PaddleSlim's quant_type presets (PaddleNLP llm/utils/argument.py): the spec and the activations
   std::string preset;
@@ -673,7 +692,10 @@ int cmd_quantize(const QuantizeArgs& args) {
                     "--load-clip", "--save-scale", "--save-clip"}, "awq");
   not_for(calibrated, {"--calib", "--calib-samples", "--calib-seq-len", "--calib-sampling", "--seed"}, "calibrated methods");
   not_for(calibrated, {"--propagate"}, "calibrated methods");
-  not_for(has_sq, {"--alpha"}, "smoothquant");
+  not_for(has_sq || (has_omni && a.let), {"--alpha"}, "smoothquant and omniquant --let");
+  not_for(has_omni, {"--epochs", "--no-lwc", "--let", "--aug-loss", "--lr-lwc", "--lr-let", "--wd", "--lwc-init", "--omni-batch"}, "omniquant");
+  if (has_omni && act.quant.input.on() && act.quant.input.granularity != lowbit::ActGranularity::per_token)
+    lowbit::fail("--method omniquant trains with dynamic per-token activation quantization (as the reference): drop --act-granularity per_tensor / --act-static");
   not_for(has_sq || has_pss, {"--smooth-all-linears"}, "smoothquant and pss");
   not_for(has_shift, {"--shift-sampler", "--shift-all-linears"}, "shift");
   not_for(has_pss, {"--k-piece", "--search-piece"}, "pss");
@@ -767,6 +789,17 @@ int cmd_quantize(const QuantizeArgs& args) {
   mo.pss.search.search_piece = a.search_piece;
   mo.pss.tokens = a.search_tokens;
   mo.osplus.tokens = a.search_tokens;
+  mo.omniquant.epochs = a.epochs;
+  mo.omniquant.lwc = !a.no_lwc;
+  mo.omniquant.let = a.let;
+  mo.omniquant.aug_loss = a.aug_loss;
+  mo.omniquant.lr_lwc = a.lr_lwc;
+  mo.omniquant.lr_let = a.lr_let;
+  mo.omniquant.weight_decay = a.omni_wd;
+  mo.omniquant.lwc_init = float(a.lwc_init);
+  mo.omniquant.batch = a.omni_batch;
+  mo.omniquant.alpha = float(a.alpha);
+  mo.omniquant.validate();
 
   // Sinks: the fake-quantized model in memory only when it is evaluated; folders stream block by block and are
   // staged beside their place (created now, before any work).
@@ -848,6 +881,14 @@ int cmd_quantize(const QuantizeArgs& args) {
     if (has_pss)
       o.update(Json{{"k_piece", a.k_piece}, {"search_piece", a.search_piece}, {"smooth_all_linears", a.smooth_all_linears}});
     if (has_pss || has_osplus) o["search_tokens"] = a.search_tokens;
+    if (has_omni) {
+      o.update(Json{{"epochs", a.epochs}, {"lwc", !a.no_lwc}, {"let", a.let}, {"aug_loss", a.aug_loss}, {"lr_lwc", a.lr_lwc},
+                    {"lr_let", a.lr_let}, {"wd", a.omni_wd}, {"lwc_init", a.lwc_init}, {"batch", a.omni_batch}});
+      if (a.let) o["alpha"] = a.alpha;
+      Json tl = Json::array();
+      for (const auto& b : rep.train_loss) tl.push_back(b);
+      j["train_loss"] = tl;  // per block, the mean loss of each epoch
+    }
     o["propagate"] = a.propagate.empty() ? Json("reference") : Json(a.propagate);
     j["options"] = o;
     j["transforms"] = transform_names;

@@ -36,6 +36,9 @@ struct BlockArtifacts {
   std::vector<GptqResult> gptq;  // per linear in processing order (Q and codes dropped: they are in `quantized`)
   std::map<std::string, Eigen::VectorXf> smooth;  // SmoothQuant / PSS / OS+ scales by input group key
   std::map<std::string, Eigen::VectorXf> shift;   // shifts by input group key
+  std::vector<double> omniquant_loss;             // OmniQuant: the mean loss of each epoch
+  std::string omniquant_stopped;                  // OmniQuant: why training stopped early (non-finite loss)
+  double omniquant_seconds = 0;
   int damp_retries = 0;
 };
 
@@ -76,6 +79,8 @@ struct MethodInfo {
   // Run first, on the untouched block, the step leaves that block's output on the chain it reads in
   // BlockJob::outputs (AWQ's capture forward): the loop then needs no copy of the original block.
   bool outputs_original = false;
+  // Also reads the full-precision chain, whatever chain it runs on (OmniQuant's target: fp_inps).
+  bool target_full_precision = false;
 };
 
 template <class Q>

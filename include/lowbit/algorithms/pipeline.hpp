@@ -25,6 +25,7 @@
 #include "method.hpp"
 #include "methods/awq.hpp"
 #include "methods/gptq.hpp"
+#include "methods/omniquant.hpp"
 #include "methods/rtn.hpp"
 #include "methods/osplus.hpp"
 #include "methods/pss.hpp"
@@ -42,6 +43,7 @@ struct MethodOptions {
   ShiftOptions shift;
   PssMethodOptions pss;
   OsPlusOptions osplus;
+  OmniQuantOptions omniquant;
 };
 
 // The methods: one entry each, its facts and how to build it for a quantizer type.  A new method is a new file
@@ -63,6 +65,7 @@ const std::vector<MethodEntry<Q>>& method_table() {
       {shift_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<ShiftMethod<Q>>(q, o.shift); }},
       {pss_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<PssMethod<Q>>(q, o.pss); }},
       {osplus_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<OsPlusMethod<Q>>(q, o.osplus); }},
+      {omniquant_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<OmniQuantMethod<Q>>(q, o.omniquant); }},
   };
   return t;
 }
@@ -197,6 +200,7 @@ struct PipelineReport {
   // weights the quantizing step received; `degenerate_linears` names the linears that have some.
   std::int64_t groups = 0, degenerate_groups = 0;
   std::vector<std::string> degenerate_linears;
+  std::vector<std::vector<double>> train_loss;  // per block, the mean loss of each training epoch (OmniQuant)
 };
 
 // Progress on stderr: one line rewritten in place on a terminal, a line per step in a log.
@@ -256,6 +260,7 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
     const Chain c = opt.propagate ? *opt.propagate : s->info().reads;
     reads.push_back(c);
     if (s->info().calibrated) rep.carried[std::size_t(c)] = true;
+    if (s->info().target_full_precision) rep.carried[std::size_t(Chain::full_precision)] = true;
   }
   if (static_act) rep.carried[std::size_t(Chain::quantized)] = true;
   const int L = calibrated ? int(calib.at(0).size()) : 0;
@@ -337,6 +342,7 @@ PipelineReport quantize_model(const Model& m, const Windows& calib, MethodChain<
         fail(block, ": the ", to_string(c), " chain's output is not finite (the activations overflow float32)");
     }
     rep.damp_retries += job.artifacts.damp_retries;
+    if (!job.artifacts.omniquant_loss.empty()) rep.train_loss.push_back(job.artifacts.omniquant_loss);
     in_context(block + ": output", [&] { sink.block(FinishedBlock{i, work, fake, ql, job.artifacts}); });
   }
   if (opt.progress && ::isatty(2)) std::fprintf(stderr, "\n");

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -61,55 +62,91 @@ inline Grid parse_grid(std::string_view s) {
   fail("unknown grid '", std::string(s), "' (expected minmax, gptq, omniquant or ggml)");
 }
 
-struct GroupParams {
-  float scale;
-  float zero;  // an integer-valued zero point (Grid::ggml asymmetric: the float offset m)
+template <class T>
+struct BasicGroupParams {
+  T scale;
+  T zero;  // an integer-valued zero point (Grid::ggml asymmetric: the float offset m)
 };
+using GroupParams = BasicGroupParams<float>;
 
 constexpr int qmax_of(int bits) { return (1 << bits) - 1; }
 
 // Parameters of one group from its range [xmin, xmax].  `signed_max` (the value of largest magnitude,
 // first one on a tie) is read only by Grid::ggml symmetric -- and must be given: with 0 its scale would be -0
 // and every value would quantize to zero.  Algorithms call Quantizer::fit / fit_range, which supply it.
-inline GroupParams group_params(Grid grid, int bits, bool symmetric, float xmin, float xmax, float signed_max) {
-  const float qmax = static_cast<float>(qmax_of(bits));
-  const float half = static_cast<float>(1 << (bits - 1));  // 2^(b-1)
+// The formulas for any floating type T: float everywhere in lowbit, double in the autodiff's gradient checks
+// (autodiff/quant_ops.hpp); the constants are the float ones, so T = float is the references' arithmetic.
+template <class T>
+BasicGroupParams<T> group_params_t(Grid grid, int bits, bool symmetric, T xmin, T xmax, T signed_max) {
+  using std::fabs, std::max, std::min, std::nearbyint;
+  const T qmax = static_cast<T>(qmax_of(bits));
+  const T half = static_cast<T>(1 << (bits - 1));  // 2^(b-1)
+  const T floor = static_cast<T>(1e-5f), ceil = static_cast<T>(1e4f), one = 1, zero = 0;
   switch (grid) {
     case Grid::minmax:
       if (symmetric) {
-        const float amax = std::max(std::fabs(xmin), std::fabs(xmax));
-        return {std::max(amax, 1e-5f) / (half - 1.0f), half};
+        const T amax = max(fabs(xmin), fabs(xmax));
+        return {max(amax, floor) / (half - one), half};
       } else {
-        const float s = std::max(xmax - xmin, 1e-5f) / qmax;
-        return {s, std::clamp(-std::nearbyint(xmin / s), 0.0f, qmax)};
+        const T s = max(xmax - xmin, floor) / qmax;
+        return {s, std::clamp(-nearbyint(xmin / s), zero, qmax)};
       }
     case Grid::gptq: {
-      float lo = std::min(xmin, 0.0f), hi = std::max(xmax, 0.0f);
+      T lo = min(xmin, zero), hi = max(xmax, zero);
       if (symmetric) {
-        hi = std::max(std::fabs(lo), hi);
-        if (lo < 0.0f) lo = -hi;
+        hi = max(fabs(lo), hi);
+        if (lo < zero) lo = -hi;
       }
-      if (lo == 0.0f && hi == 0.0f) lo = -1.0f, hi = 1.0f;
-      float s = (hi - lo) / qmax;
-      if (s == 0.0f) {  // a range below float resolution (denormals): treated as all zero, where the
-        lo = -1.0f;     // reference would divide by zero
-        s = 2.0f / qmax;
+      if (lo == zero && hi == zero) lo = -one, hi = one;
+      T s = (hi - lo) / qmax;
+      if (s == zero) {  // a range below float resolution (denormals): treated as all zero, where the
+        lo = -one;      // reference would divide by zero
+        s = T(2) / qmax;
       }
-      return {s, symmetric ? (qmax + 1.0f) / 2.0f : std::nearbyint(-lo / s)};
+      return {s, symmetric ? (qmax + one) / T(2) : nearbyint(-lo / s)};
     }
     case Grid::omniquant:
       if (symmetric) {
-        const float amax = std::max(std::fabs(xmin), std::fabs(xmax));
-        return {std::clamp(amax / (half - 1.0f), 1e-5f, 1e4f), half - 1.0f};
+        const T amax = max(fabs(xmin), fabs(xmax));
+        return {std::clamp(amax / (half - one), floor, ceil), half - one};
       } else {
-        const float s = std::clamp((xmax - xmin) / qmax, 1e-5f, 1e4f);
-        return {s, std::nearbyint(std::clamp(-xmin / s, -1e4f, 1e4f))};
+        const T s = std::clamp((xmax - xmin) / qmax, floor, ceil);
+        return {s, nearbyint(std::clamp(-xmin / s, -ceil, ceil))};
       }
     case Grid::ggml:
       if (symmetric) return {signed_max / -half, half};
       return {(xmax - xmin) / qmax, xmin};
   }
-  return {1.0f, 0.0f};
+  return {one, zero};
+}
+
+inline GroupParams group_params(Grid grid, int bits, bool symmetric, float xmin, float xmax, float signed_max) {
+  return group_params_t<float>(grid, bits, symmetric, xmin, xmax, signed_max);
+}
+
+// d scale / d xmin and d scale / d xmax of group_params_t (where the scale is not at a floor or ceiling; ties of
+// |xmin| and |xmax| split the derivative, as torch's maximum does).  The zero point gets no derivative: it is
+// rounded without a straight-through estimator in OmniQuant's quantizer (quantize/quantizer.py,
+// round_zero_point), so gradients reach the range through the scale only.  Defined for the minmax and
+// omniquant grids (the grids learnable clipping trains on).
+template <class T>
+std::array<T, 2> scale_derivative(Grid grid, int bits, bool symmetric, T xmin, T xmax) {
+  using std::fabs;
+  const T qmax = static_cast<T>(qmax_of(bits)), half = static_cast<T>(1 << (bits - 1));
+  const T floor = static_cast<T>(1e-5f), ceil = static_cast<T>(1e4f), zero = 0;
+  if (grid != Grid::minmax && grid != Grid::omniquant)
+    fail("scale_derivative: the ", to_string(grid), " grid has no learnable range (minmax or omniquant)");
+  if (symmetric) {
+    const T a = fabs(xmin), b = fabs(xmax), amax = std::max(a, b), d = T(1) / (half - T(1));
+    const bool live = grid == Grid::minmax ? amax > floor : amax / (half - T(1)) > floor && amax / (half - T(1)) < ceil;
+    if (!live) return {zero, zero};
+    const T wa = a > b ? T(1) : a < b ? zero : T(0.5), wb = T(1) - wa;
+    return {wa * d * (xmin < zero ? T(-1) : T(1)), wb * d * (xmax < zero ? T(-1) : T(1))};
+  }
+  const T r = xmax - xmin;
+  const bool live = grid == Grid::minmax ? r > floor : r / qmax > floor && r / qmax < ceil;
+  if (!live) return {zero, zero};
+  return {-T(1) / qmax, T(1) / qmax};
 }
 
 // One element, reference formula (the SIMD kernels in simd/quantize_row.hpp must agree bit for bit).

@@ -1,0 +1,126 @@
+// OmniQuant's training step on the tape beside the plain forward of the same block, in one binary: a
+// TinyLlama-1.1B-shaped block (dim 2048, hidden 5632, 32 heads, 4 kv heads) on one sequence of 512 tokens and a
+// stories260K-shaped block (dim 64, hidden 172, 8 heads, 4 kv heads) on one sequence of 256 (OmniQuant's batch 1),
+// with Eigen's GEMM at the block's dominant shape as the roofline.
+//
+//   BM_block_forward       lowbit's plain block forward (model/llama.hpp)
+//   BM_tape_forward        the tape's forward of the float block, recording nothing (NoGrad)
+//   BM_omniquant_step      one OmniQuant step: LWC-quantized weights (W4 g128; g32 on the small block) -> block
+//                          forward -> MSE -> backward -> AdamW; range(0) = 1 adds LET and W4A4 per-token
+//                          activations (the W-A setting)
+// The target is step / forward <= 3 (issue 10).
+//   build/benchmarks/bench_autodiff --benchmark_counters_tabular=true
+#include <benchmark/benchmark.h>
+
+#include <lowbit/lowbit.hpp>
+#include <random>
+
+namespace {
+
+lowbit::LlamaConfig shape(int which) {
+  lowbit::LlamaConfig c;
+  if (which == 0) {
+    c.dim = 2048, c.hidden_dim = 5632, c.n_layers = 22, c.n_heads = 32, c.n_kv_heads = 4, c.vocab_size = 32000;
+    c.max_seq_len = 2048, c.rope = lowbit::RopeStyle::rotate_half;
+  } else {
+    c.dim = 64, c.hidden_dim = 172, c.n_layers = 5, c.n_heads = 8, c.n_kv_heads = 4, c.vocab_size = 512;
+    c.max_seq_len = 512;
+  }
+  return c;
+}
+int tokens_of(int which) { return which == 0 ? 512 : 256; }
+
+lowbit::MatrixRM rnd(long r, long c, std::mt19937& g, float sd) {
+  std::normal_distribution<float> nd(0.0f, sd);
+  lowbit::MatrixRM m(r, c);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = nd(g);
+  return m;
+}
+
+lowbit::Block random_block(const lowbit::LlamaConfig& c) {
+  std::mt19937 g(3);
+  lowbit::Block b;
+  b.attn_norm = Eigen::VectorXf::Ones(c.dim), b.ffn_norm = Eigen::VectorXf::Ones(c.dim);
+  for (lowbit::Role r : lowbit::all_roles) {
+    const auto s = lowbit::linear_shape(c, r);
+    b.linear(r).W = rnd(s[0], s[1], g, 0.02f);
+  }
+  return b;
+}
+
+void BM_eigen_gemm(benchmark::State& st) {
+  const int which = int(st.range(0));
+  const lowbit::LlamaConfig c = shape(which);
+  std::mt19937 g(1);
+  const int T = tokens_of(which);
+  const lowbit::MatrixRM x = rnd(T, c.dim, g, 1.0f), W = rnd(c.hidden_dim, c.dim, g, 0.02f);
+  lowbit::MatrixRM y(T, c.hidden_dim);
+  for (auto _ : st) {
+    y.noalias() = x * W.transpose();
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["FLOP/s"] = benchmark::Counter(2.0 * T * c.dim * c.hidden_dim, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_block_forward(benchmark::State& st) {
+  const int which = int(st.range(0));
+  const lowbit::LlamaConfig c = shape(which);
+  const lowbit::Block b = random_block(c);
+  std::mt19937 g(2);
+  const lowbit::MatrixRM x0 = rnd(tokens_of(which), c.dim, g, 1.0f);
+  lowbit::MatrixRM x;
+  for (auto _ : st) {
+    x = x0;
+    lowbit::block_forward(c, b, x, tokens_of(which));
+    benchmark::DoNotOptimize(x.data());
+  }
+  st.counters["tokens/s"] = benchmark::Counter(tokens_of(which), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_tape_forward(benchmark::State& st) {
+  const int which = int(st.range(0));
+  const lowbit::LlamaConfig c = shape(which);
+  const lowbit::Block b = random_block(c);
+  std::mt19937 g(2);
+  const lowbit::MatrixRM x0 = rnd(tokens_of(which), c.dim, g, 1.0f);
+  lowbit::ad::Tape<float> t;
+  for (auto _ : st) {
+    lowbit::ad::NoGrad<float> ng(t);
+    const auto m = t.mark();
+    const auto y = lowbit::ad::block_forward(t, c, lowbit::ad::block_views(t, b), lowbit::BlockActQuant{},
+                                             t.view(x0.data(), x0.rows(), c.dim), tokens_of(which));
+    benchmark::DoNotOptimize(y.v);
+    t.rewind(m);
+  }
+  st.counters["tokens/s"] = benchmark::Counter(tokens_of(which), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_omniquant_step(benchmark::State& st) {
+  const int which = int(st.range(0));
+  const bool wa = st.range(1) != 0;
+  const lowbit::LlamaConfig c = shape(which);
+  lowbit::Block b = random_block(c);
+  std::mt19937 g(2);
+  const int T = tokens_of(which);
+  const lowbit::MatrixRM x = rnd(T, c.dim, g, 1.0f);
+  lowbit::MatrixRM y = x;
+  lowbit::block_forward(c, b, y, T);
+  lowbit::OmniQuantOptions o;
+  o.let = wa;
+  lowbit::BlockActQuant act;
+  if (wa) act.input = lowbit::ActQuant{4, lowbit::ActGranularity::per_token, false, lowbit::Grid::minmax};
+  const std::vector<Eigen::VectorXf> absmax(4, Eigen::VectorXf::Ones(c.dim));
+  using Q = lowbit::Quantizer<lowbit::Bits<4>, lowbit::PerGroup<lowbit::dynamic_group>, lowbit::Asymmetric>;
+  lowbit::OmniQuantTrainer<Q> tr(Q(which == 0 ? 128 : 32, lowbit::Grid::omniquant, true), c, b, act, o, {}, absmax, "bench");
+  for (auto _ : st) benchmark::DoNotOptimize(tr.step(x.data(), y.data(), nullptr, T, T));
+  st.counters["tokens/s"] = benchmark::Counter(T, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+}  // namespace
+
+BENCHMARK(BM_eigen_gemm)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_block_forward)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_tape_forward)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_omniquant_step)->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();

@@ -1,0 +1,188 @@
+// OmniQuant on the tape: a whole block's gradient (float and quantized) against finite differences, the tape's
+// block against the model's forward, training that lowers the block loss and the perplexity below RTN's, LET
+// folded into an equivalent float block, determinism for 1 and 2 threads, and a non-finite loss that stops a
+// block without corrupting it.
+#include <catch2/catch.hpp>
+#include <lowbit/lowbit.hpp>
+
+#include <random>
+
+#include "support/shared_data.hpp"
+
+using namespace lowbit;
+
+namespace {
+const char* kModel = "models/stories260K/stories260K.bin";
+const char* kCalib = "data/tinystories/tinystories_val.calib.tokens.i32";
+const char* kEval = "data/tinystories/tinystories_val.eval.tokens.i32";
+
+LlamaConfig small_cfg(RopeStyle rope) {
+  LlamaConfig c;
+  c.dim = 16, c.hidden_dim = 24, c.n_layers = 1, c.n_heads = 4, c.n_kv_heads = 2, c.vocab_size = 8, c.max_seq_len = 16;
+  c.rope = rope;
+  return c;
+}
+ad::Mat<double> rnd(Eigen::Index r, Eigen::Index c, unsigned seed, double lo = -1, double hi = 1) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  ad::Mat<double> m(r, c);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = u(g);
+  return m;
+}
+// The fake and transformed models, and each block's OmniQuant losses per epoch.
+struct TrainedSink final : BlockSink {
+  explicit TrainedSink(const Model& base) : model(base, ModelSink::Keep{true, true, false}) {}
+  void block(const FinishedBlock& b) override {
+    model.block(b);
+    loss.push_back(b.artifacts.omniquant_loss);
+  }
+  bool wants_transformed() const override { return true; }
+  ModelSink model;
+  std::vector<std::vector<double>> loss;
+};
+}  // namespace
+
+TEST_CASE("a whole block's gradient on the tape matches finite differences, float and quantized", "[autodiff][omniquant]") {
+  using namespace lowbit::ad;
+  for (RopeStyle rope : {RopeStyle::interleaved, RopeStyle::rotate_half})
+    for (bool quantized : {false, true}) {
+      INFO((quantized ? "quantized" : "float") << " block, rope " << int(rope));
+      const LlamaConfig cfg = small_cfg(rope);
+      const int L = 6;
+      BlockActQuant act;
+      if (quantized) {
+        act.input = ActQuant{4, ActGranularity::per_token, false, Grid::minmax};
+        act.q = act.k = act.v = ActQuant{6, ActGranularity::per_token, true, Grid::omniquant};
+      }
+      // inputs: x, the two norms, the seven weights, and (quantized) LWC logits of every linear (groups of 8)
+      std::vector<Mat<double>> in = {rnd(2 * L, cfg.dim, 1), rnd(1, cfg.dim, 2, 0.5, 1.5), rnd(1, cfg.dim, 3, 0.5, 1.5)};
+      for (Role r : all_roles) {
+        const auto s = linear_shape(cfg, r);
+        in.push_back(rnd(s[0], s[1], 10 + unsigned(r), -0.5, 0.5));
+      }
+      if (quantized)
+        for (Role r : all_roles) {
+          const auto s = linear_shape(cfg, r);
+          in.push_back(rnd(s[0], s[1] / 8, 20 + unsigned(r), 0.5, 3));
+          in.push_back(rnd(s[0], s[1] / 8, 30 + unsigned(r), 0.5, 3));
+        }
+      const Mat<double> probe = rnd(2 * L, cfg.dim, 99);
+      const GradCheckResult res = grad_check(in, [&](Tape<double>& t, const std::vector<Var<double>>& v) {
+        BlockVars<double> w;
+        w.attn_norm = v[1], w.ffn_norm = v[2];
+        for (Role r : all_roles) {
+          const std::size_t i = std::size_t(r);
+          w.W[i] = quantized ? fake_quant(t, v[3 + i], FakeQuantSpec{3, false, Grid::omniquant, 8}, v[10 + 2 * i], v[11 + 2 * i])
+                             : v[3 + i];
+        }
+        return dot(t, block_forward(t, cfg, w, act, v[0], L), t.constant(probe));
+      }, 1e-6, 60);
+      INFO("max |analytic - numeric| " << res.max_abs_error << " of max |grad| " << res.max_abs_grad << " (" << res.checked << " entries)");
+      REQUIRE(res.max_abs_grad > 1e-6);
+      REQUIRE(res.relative() < 1e-6);
+    }
+}
+
+TEST_CASE("the tape's block forward is the model's block forward", "[data][omniquant]") {
+  LOWBIT_REQUIRE_SHARED(kModel);
+  const Model fp = load_llama2c(lowbit_test::shared_path(kModel));
+  const Windows w = sequential_windows(read_token_file(lowbit_test::shared_path(kCalib)), 2, 64);
+  std::vector<int> toks;
+  for (const auto& s : w) toks.insert(toks.end(), s.begin(), s.end());
+  Block b = fp.blocks[1];
+  b.act.input = ActQuant{8, ActGranularity::per_token, false, Grid::minmax};
+  b.act.k = ActQuant{4, ActGranularity::per_token, false, Grid::minmax};
+  MatrixRM x = embed(fp, toks), ref = x;
+  block_forward(fp.cfg, b, ref, 64);
+  ad::Tape<float> t;
+  const ad::Var<float> y = ad::block_forward(t, fp.cfg, ad::block_views(t, b), b.act, t.view(x.data(), x.rows(), x.cols()), 64);
+  REQUIRE((MatrixRM(y.val()) - ref).cwiseAbs().maxCoeff() <= 1e-6f * ref.cwiseAbs().maxCoeff());
+}
+
+TEST_CASE("OmniQuant's LWC lowers the block loss and beats RTN, and LET folds into an equivalent block", "[data][omniquant]") {
+  LOWBIT_REQUIRE_SHARED(kModel);
+  const Model fp = load_llama2c(lowbit_test::shared_path(kModel));
+  const Windows calib = sequential_windows(read_token_file(lowbit_test::shared_path(kCalib)), 16, 128);
+  const std::vector<int> eval = read_token_file(lowbit_test::shared_path(kEval));
+  using Q3 = Quantizer<Bits<3>, PerGroup<dynamic_group>, Asymmetric>;
+  const Q3 q(32, Grid::omniquant, true);
+  MethodOptions mo;
+  mo.omniquant.epochs = 3;
+  auto run = [&](const std::string& method, MethodOptions o, PipelineOptions po = {}) {
+    auto c = make_method_chain(method, q, o);
+    auto sink = std::make_unique<TrainedSink>(fp);
+    std::vector<std::string> warnings;
+    auto old = set_warning_handler([&](const std::string& m) { warnings.push_back(m); });
+    quantize_model(fp, calib, c, *sink, po);
+    set_warning_handler(old);
+    return sink;
+  };
+  const auto rtn = run("rtn", mo), omni = run("omniquant", mo);
+  const double p_fp = perplexity(fp, eval, 256, 25600).ppl, p_rtn = perplexity(rtn->model.fake, eval, 256, 25600).ppl;
+  const double p_omni = perplexity(omni->model.fake, eval, 256, 25600).ppl;
+  for (const auto& l : omni->loss) {  // every block trained 3 epochs, and its loss went down
+    REQUIRE(l.size() == 3);
+    REQUIRE(l.back() < l.front());
+  }
+  INFO("ppl fp " << p_fp << " rtn " << p_rtn << " omniquant " << p_omni);
+  REQUIRE(p_omni < p_rtn);
+  REQUIRE(p_omni > p_fp);
+  // LET at W4A4 (per-token activations): the folded float block computes the original function
+  mo.omniquant.let = true;
+  mo.omniquant.epochs = 2;
+  PipelineOptions po;
+  po.act.quant.input = ActQuant{4, ActGranularity::per_token, false, Grid::minmax};
+  const auto let = run("omniquant", mo, po);
+  std::vector<int> toks(eval.begin(), eval.begin() + 128);
+  MatrixRM ref = forward(fp, toks, 64), got = forward(let->model.transformed, toks, 64);
+  REQUIRE((got - ref).cwiseAbs().maxCoeff() <= 1e-3f * ref.cwiseAbs().maxCoeff());
+  REQUIRE(let->model.transformed.blocks[0].attn_norm != fp.blocks[0].attn_norm);  // LET changed the block
+}
+
+TEST_CASE("OmniQuant is the same bits for 1 and 2 threads, and a non-finite loss stops a block without harm", "[data][omniquant]") {
+  LOWBIT_REQUIRE_SHARED(kModel);
+  const Model fp = load_llama2c(lowbit_test::shared_path(kModel));
+  const Windows calib = sequential_windows(read_token_file(lowbit_test::shared_path(kCalib)), 4, 64);
+  using Q4 = Quantizer<Bits<4>, PerGroup<dynamic_group>, Asymmetric>;
+  MethodOptions mo;
+  mo.omniquant.epochs = 2;
+  mo.omniquant.let = true;
+  mo.omniquant.aug_loss = true;
+  PipelineOptions po;
+  po.act.quant.input = ActQuant{6, ActGranularity::per_token, false, Grid::minmax};
+  po.act.quant.k = ActQuant{6, ActGranularity::per_token, false, Grid::minmax};
+  std::vector<Model> got;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    auto c = make_method_chain("omniquant", Q4(32, Grid::omniquant, true), mo);
+    ModelSink sink(fp);
+    quantize_model(fp, calib, c, sink, po);
+    got.push_back(sink.fake);
+  }
+  set_num_threads(2);
+  for (std::size_t i = 0; i < fp.blocks.size(); ++i)
+    for (Role r : all_roles) REQUIRE(got[0].blocks[i].linear(r).W == got[1].blocks[i].linear(r).W);
+  REQUIRE(got[0].blocks[2].attn_norm == got[1].blocks[2].attn_norm);
+
+  // an infinite target: the first step's loss is not finite -> training stops with a warning naming block, epoch
+  // and step; the block keeps its initial parameters (a finite quantized block)
+  Block b = fp.blocks[0];
+  std::vector<int> toks;
+  for (const auto& w : calib) toks.insert(toks.end(), w.begin(), w.end());
+  const MatrixRM x = embed(fp, toks);
+  MatrixRM target = x;
+  block_forward(fp.cfg, b, target, 64);
+  target(3, 5) = std::numeric_limits<float>::infinity();
+  std::vector<std::string> warnings;
+  auto old = set_warning_handler([&](const std::string& m) { warnings.push_back(m); });
+  OmniQuantOptions o;
+  o.epochs = 3;
+  const OmniQuantBlockResult res = omniquant_block(Q4(32, Grid::omniquant, true), fp.cfg, b, x, target, nullptr, 64,
+                                                   BlockActQuant{}, o, {}, {}, "block 0");
+  set_warning_handler(old);
+  REQUIRE(warnings.size() == 1);
+  REQUIRE_THAT(warnings[0], Catch::Contains("block 0 omniquant: epoch 1 step 1") && Catch::Contains("not finite"));
+  REQUIRE(res.steps == 0);
+  REQUIRE(res.clip_up[0].allFinite());
+  REQUIRE(std::abs(res.clip_up[0](0, 0) - 1.0f / (1.0f + std::exp(-4.0f))) < 1e-7f);  // the initial sigmoid(4)
+}
