@@ -8,6 +8,7 @@
 #include <random>
 
 #include "support/shared_data.hpp"
+#include "support/util.hpp"
 
 using namespace lowbit;
 
@@ -22,12 +23,8 @@ LlamaConfig small_cfg(RopeStyle rope) {
   c.rope = rope;
   return c;
 }
-ad::Mat<double> rnd(Eigen::Index r, Eigen::Index c, unsigned seed, double lo = -1, double hi = 1) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  ad::Mat<double> m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = u(g);
-  return m;
+ad::Mat<double> uniform_md(Eigen::Index r, Eigen::Index c, unsigned seed, double lo = -1, double hi = 1) {
+  return lowbit_test::uniform_matrix<ad::Mat<double>>(r, c, seed, lo, hi);
 }
 // The fake and transformed models, and each block's OmniQuant losses per epoch.
 struct TrainedSink final : BlockSink {
@@ -55,18 +52,18 @@ TEST_CASE("a whole block's gradient on the tape matches finite differences, floa
         act.q = act.k = act.v = ActQuant{6, ActGranularity::per_token, true, Grid::omniquant};
       }
       // inputs: x, the two norms, the seven weights, and (quantized) LWC logits of every linear (groups of 8)
-      std::vector<Mat<double>> in = {rnd(2 * L, cfg.dim, 1), rnd(1, cfg.dim, 2, 0.5, 1.5), rnd(1, cfg.dim, 3, 0.5, 1.5)};
+      std::vector<Mat<double>> in = {uniform_md(2 * L, cfg.dim, 1), uniform_md(1, cfg.dim, 2, 0.5, 1.5), uniform_md(1, cfg.dim, 3, 0.5, 1.5)};
       for (Role r : all_roles) {
         const auto s = linear_shape(cfg, r);
-        in.push_back(rnd(s[0], s[1], 10 + unsigned(r), -0.5, 0.5));
+        in.push_back(uniform_md(s[0], s[1], 10 + unsigned(r), -0.5, 0.5));
       }
       if (quantized)
         for (Role r : all_roles) {
           const auto s = linear_shape(cfg, r);
-          in.push_back(rnd(s[0], s[1] / 8, 20 + unsigned(r), 0.5, 3));
-          in.push_back(rnd(s[0], s[1] / 8, 30 + unsigned(r), 0.5, 3));
+          in.push_back(uniform_md(s[0], s[1] / 8, 20 + unsigned(r), 0.5, 3));
+          in.push_back(uniform_md(s[0], s[1] / 8, 30 + unsigned(r), 0.5, 3));
         }
-      const Mat<double> probe = rnd(2 * L, cfg.dim, 99);
+      const Mat<double> probe = uniform_md(2 * L, cfg.dim, 99);
       const GradCheckResult res = grad_check(in, [&](Tape<double>& t, const std::vector<Var<double>>& v) {
         BlockVars<double> w;
         w.attn_norm = v[1], w.ffn_norm = v[2];

@@ -4,8 +4,10 @@
 #include <catch2/catch.hpp>
 #include <lowbit/lowbit.hpp>
 #include <random>
+#include <set>
 
 #include "support/shared_data.hpp"
+#include "support/util.hpp"
 
 using namespace lowbit;
 
@@ -21,11 +23,7 @@ Stories stories(int n, int L) {
   s.calib = sequential_windows(read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32")), n, L);
   return s;
 }
-std::vector<int> concat(const Windows& w) {
-  std::vector<int> t;
-  for (const auto& x : w) t.insert(t.end(), x.begin(), x.end());
-  return t;
-}
+using lowbit_test::concat;
 void require_same_blocks(const Model& a, const Model& b) {
   REQUIRE(a.blocks.size() == b.blocks.size());
   for (std::size_t i = 0; i < a.blocks.size(); ++i)
@@ -137,6 +135,20 @@ TEST_CASE("method chains: transforms first, one quantizing step last, reference 
   REQUIRE(reference_grid("awq") == Grid::minmax);
   REQUIRE_THROWS_WITH(parse_method_chain("gptq+awq"), Catch::Contains("must be the last step"));
   REQUIRE_THROWS_WITH(parse_method_chain("awq+foo"), Catch::Contains("unknown method 'foo'"));
+}
+
+TEST_CASE("every listed method has a maker, and the method it makes is the one listed", "[pipeline]") {
+  std::set<std::string> names;
+  for (const MethodInfo* m : method_infos()) {
+    INFO(m->name);
+    REQUIRE(names.insert(m->name).second);  // names are unique
+    const auto made = make_method(*m, W4g32(32, m->grid, false), MethodOptions{});
+    REQUIRE(&made->info() == m);
+    REQUIRE(&make_method(std::string(m->name), W4g32(32, m->grid, false), MethodOptions{})->info() == m);
+  }
+  REQUIRE(names.size() == 8);
+  REQUIRE_THROWS_WITH(make_method(std::string("foo"), W4g32(32, Grid::minmax, false), MethodOptions{}),
+                      Catch::Contains("unknown method 'foo'"));
 }
 
 TEST_CASE("AWQ's clip search on the symmetric ggml grid equals a brute force with llama.cpp's Q4_0 formulas", "[awq][ggml]") {

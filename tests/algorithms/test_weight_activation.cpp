@@ -7,6 +7,7 @@
 #include <random>
 
 #include "support/shared_data.hpp"
+#include "support/util.hpp"
 
 using namespace lowbit;
 
@@ -16,11 +17,7 @@ const char* kCalib = "data/tinystories/tinystories_val.calib.tokens.i32";
 using W8 = Quantizer<Bits<8>, PerChannel, Symmetric>;
 
 Windows calib(int n, int L) { return sequential_windows(read_token_file(lowbit_test::shared_path(kCalib)), n, L); }
-std::vector<int> concat(const Windows& w) {
-  std::vector<int> t;
-  for (const auto& x : w) t.insert(t.end(), x.begin(), x.end());
-  return t;
-}
+using lowbit_test::concat;
 float max_rel_diff(const MatrixRM& a, const MatrixRM& b) { return (a - b).cwiseAbs().maxCoeff() / b.cwiseAbs().maxCoeff(); }
 }  // namespace
 

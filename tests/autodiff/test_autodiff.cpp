@@ -10,6 +10,7 @@
 #include <lowbit/lowbit.hpp>
 
 #include <random>
+#include "support/util.hpp"
 
 using namespace lowbit;
 using namespace lowbit::ad;
@@ -18,11 +19,7 @@ using V = Var<double>;
 
 namespace {
 MD rnd(Eigen::Index r, Eigen::Index c, unsigned seed, double lo = -1, double hi = 1) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  MD m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = u(g);
-  return m;
+  return lowbit_test::uniform_matrix<MD>(r, c, seed, lo, hi);
 }
 // A scalar that weighs every output element differently: sum(y R).
 V probe(Tape<double>& t, V y, unsigned seed = 99) { return dot(t, y, t.constant(rnd(y.rows, y.cols, seed))); }

@@ -12,11 +12,12 @@
 #include <lowbit/io/atomic_file.hpp>
 #include <sstream>
 #include <string>
+#include "support/util.hpp"
 
 using namespace lowbit;
 
 namespace {
-std::string tmp_path(const std::string& name) { return std::string(LOWBIT_BUILD_DIR) + "/" + name; }
+using lowbit_test::tmp_path;
 
 std::string slurp(const std::string& p) {
   std::ifstream f(p);

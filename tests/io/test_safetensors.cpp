@@ -4,11 +4,12 @@
 #include <lowbit/io/safetensors.hpp>
 #include <string>
 #include <vector>
+#include "support/util.hpp"
 
 using namespace lowbit;
 
 namespace {
-std::string tmp_path(const std::string& name) { return std::string(LOWBIT_BUILD_DIR) + "/" + name; }
+using lowbit_test::tmp_path;
 
 void write_raw(const std::string& path, const std::string& header, const std::vector<std::uint8_t>& data) {
   std::ofstream f(path, std::ios::binary);

@@ -46,38 +46,27 @@ struct MethodOptions {
   OmniQuantOptions omniquant;
 };
 
-// The methods: one entry each, its facts and how to build it for a quantizer type.  A new method is a new file
-// under methods/ and one entry here.
-template <class Q>
-struct MethodEntry {
-  const MethodInfo& (*info)();
-  std::unique_ptr<BlockMethod<Q>> (*make)(const Q&, const MethodOptions&);
-};
-
-template <class Q>
-const std::vector<MethodEntry<Q>>& method_table() {
-  using Ptr = std::unique_ptr<BlockMethod<Q>>;
-  static const std::vector<MethodEntry<Q>> t = {
-      {rtn_info, [](const Q& q, const MethodOptions&) -> Ptr { return std::make_unique<RtnMethod<Q>>(q); }},
-      {awq_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<AwqMethod<Q>>(q, o.awq, o.awq_loaded); }},
-      {gptq_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<GptqMethod<Q>>(q, o.gptq); }},
-      {smoothquant_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<SmoothQuantMethod<Q>>(q, o.smooth); }},
-      {shift_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<ShiftMethod<Q>>(q, o.shift); }},
-      {pss_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<PssMethod<Q>>(q, o.pss); }},
-      {osplus_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<OsPlusMethod<Q>>(q, o.osplus); }},
-      {omniquant_info, [](const Q& q, const MethodOptions& o) -> Ptr { return std::make_unique<OmniQuantMethod<Q>>(q, o.omniquant); }},
-  };
-  return t;
+// The methods: their facts, in the order users see them, before any quantizer type is chosen (a plain list:
+// naming the methods instantiates none of them).  A new method is a new file under methods/, one entry here and
+// one branch in make_method below (tests/algorithms/test_pipeline.cpp checks that the two agree).
+inline const std::vector<const MethodInfo*>& method_infos() {
+  static const std::vector<const MethodInfo*> all = {&rtn_info(),   &awq_info(),  &gptq_info(),   &smoothquant_info(),
+                                                     &shift_info(), &pss_info(),  &osplus_info(), &omniquant_info()};
+  return all;
 }
 
-// The methods' facts, before any quantizer type is chosen (the table read through one quantizer type).
-inline const std::vector<const MethodInfo*>& method_infos() {
-  static const std::vector<const MethodInfo*> all = [] {
-    std::vector<const MethodInfo*> v;
-    for (const auto& e : method_table<Quantizer<Bits<4>, PerGroup<dynamic_group>, Asymmetric>>()) v.push_back(&e.info());
-    return v;
-  }();
-  return all;
+// Builds the method `m` (one of method_infos()) for the quantizer type Q.
+template <class Q>
+std::unique_ptr<BlockMethod<Q>> make_method(const MethodInfo& m, const Q& q, const MethodOptions& o) {
+  if (&m == &rtn_info()) return std::make_unique<RtnMethod<Q>>(q);
+  if (&m == &awq_info()) return std::make_unique<AwqMethod<Q>>(q, o.awq, o.awq_loaded);
+  if (&m == &gptq_info()) return std::make_unique<GptqMethod<Q>>(q, o.gptq);
+  if (&m == &smoothquant_info()) return std::make_unique<SmoothQuantMethod<Q>>(q, o.smooth);
+  if (&m == &shift_info()) return std::make_unique<ShiftMethod<Q>>(q, o.shift);
+  if (&m == &pss_info()) return std::make_unique<PssMethod<Q>>(q, o.pss);
+  if (&m == &osplus_info()) return std::make_unique<OsPlusMethod<Q>>(q, o.osplus);
+  if (&m == &omniquant_info()) return std::make_unique<OmniQuantMethod<Q>>(q, o.omniquant);
+  fail("method ", m.name, ": no maker (a method listed in method_infos() needs a branch in make_method)");
 }
 
 [[noreturn]] inline void unknown_method(const std::string& name) {
@@ -88,8 +77,8 @@ inline const std::vector<const MethodInfo*>& method_infos() {
 
 template <class Q>
 std::unique_ptr<BlockMethod<Q>> make_method(const std::string& name, const Q& q, const MethodOptions& o) {
-  for (const auto& e : method_table<Q>())
-    if (name == e.info().name) return e.make(q, o);
+  for (const MethodInfo* m : method_infos())
+    if (name == m->name) return make_method(*m, q, o);
   unknown_method(name);
 }
 
