@@ -291,7 +291,7 @@ struct QuantizeArgs {
   int k_piece = 3, search_tokens = 512;
   // OmniQuant
   int epochs = 20, omni_batch = 1;
-  bool no_lwc = false, let = false, aug_loss = false;
+  bool no_lwc = false, let = false, aug_loss = false, search_clip_init = false;
   double lr_lwc = 1e-2, lr_let = 5e-3, omni_wd = 0.0, lwc_init = 4.0;
   // calibration
   std::string calib, calib_sampling = "random";
@@ -340,7 +340,7 @@ void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
   add_common(c, a.model, a.tokenizer, a.threads, a.json, a.quiet);
   std::string methods;
   for (const lowbit::MethodInfo* m : lowbit::method_infos()) methods += (methods.empty() ? "" : ", ") + std::string(m->name);
-  c->add_option("--method", a.method, "method or chain: " + methods + ", or transforms then one quantizer (awq+gptq)")
+  c->add_option("--method", a.method, "method or chain: " + methods + ", or transforms then one quantizer (awq+gptq); awq+omniquant: the two-step AWQ -> OmniQuant workflow (5 epochs)")
       ->required()
       ->group("Method");
   auto* spec = c->add_option("--spec", a.spec, "quantizer spec: w<bits>a<bits>[g<group>][-sym][-ragged][-minmax|-gptq|-omniquant|-ggml] (a16: weight-only)")
@@ -446,6 +446,7 @@ void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
       ->group("OmniQuant");
   c->add_flag("--no-lwc", a.no_lwc, "OmniQuant: no learnable weight clipping (LWC is on by default)")->group("OmniQuant");
   c->add_flag("--let", a.let, "OmniQuant: learnable equivalent transforms (per-channel scales; init from --alpha)")->group("OmniQuant");
+  c->add_flag("--search-clip-init", a.search_clip_init, "OmniQuant: LWC starts from AWQ's clip search on each block (LLMC search_clip_init)")->group("OmniQuant");
   c->add_flag("--aug-loss", a.aug_loss, "OmniQuant: add the loss against the full-precision block on the quantized input")->group("OmniQuant");
   c->add_option("--lr-lwc", a.lr_lwc, "OmniQuant: LWC learning rate")->capture_default_str()->check(kFinite)->check(CLI::PositiveNumber)->group("OmniQuant");
   c->add_option("--lr-let", a.lr_let, "OmniQuant: LET learning rate")->capture_default_str()->check(kFinite)->check(CLI::PositiveNumber)->group("OmniQuant");
@@ -591,6 +592,9 @@ int cmd_quantize(const QuantizeArgs& args) {
   // --shift runs the shift first (os+ shifts by itself)
   if (a.shift && a.method.rfind("shift", 0) != 0 && a.method.rfind("os", 0) != 0) a.method = "shift+" + a.method;
   const std::vector<const lowbit::MethodInfo*> steps = lowbit::parse_method_chain(a.method);
+  // awq+omniquant: the seeds' two-step workflow (algorithms/awq_omniquant.hpp), 5 epochs unless told
+  const bool awq_omni = a.method == "awq+omniquant";
+  if (awq_omni && !a.has("--epochs")) a.epochs = 5;
   bool calibrated = false, transforms = false, has_awq = false, has_gptq = false, has_sq = false, has_pss = false,
        has_shift = false, has_osplus = false, has_omni = false;
   std::vector<std::string> transform_names;
@@ -688,12 +692,17 @@ int cmd_quantize(const QuantizeArgs& args) {
       if (a.has(o)) console.warning(std::string(o) + " does not apply to --method " + a.method + " (" + who + " only); ignored");
   };
   not_for(has_gptq, {"--act-order", "--static-groups", "--percdamp"}, "gptq");
-  not_for(has_awq, {"--duo-scaling", "--no-clip", "--asym-clip", "--awq-scoring", "--awq-scale-tokens", "--load-scale",
-                    "--load-clip", "--save-scale", "--save-clip"}, "awq");
+  not_for(has_awq, {"--duo-scaling", "--no-clip", "--asym-clip", "--awq-scoring", "--awq-scale-tokens", "--save-scale",
+                    "--save-clip"}, "awq");
+  not_for(has_awq || has_omni, {"--load-scale", "--load-clip"}, "awq and omniquant");
+  if (awq_omni && (!a.load_scale.empty() || !a.load_clip.empty()))
+    lowbit::fail("--method awq+omniquant searches AWQ's scales and clips in its step 1: to start from saved ones, run "
+                 "--method omniquant --let --load-scale FILE --load-clip FILE");
+  if (awq_omni && a.search_clip_init) console.warning("--search-clip-init: awq+omniquant chooses LWC's start itself; ignored");
   not_for(calibrated, {"--calib", "--calib-samples", "--calib-seq-len", "--calib-sampling", "--seed"}, "calibrated methods");
   not_for(calibrated, {"--propagate"}, "calibrated methods");
   not_for(has_sq || (has_omni && a.let), {"--alpha"}, "smoothquant and omniquant --let");
-  not_for(has_omni, {"--epochs", "--no-lwc", "--let", "--aug-loss", "--lr-lwc", "--lr-let", "--wd", "--lwc-init", "--omni-batch"}, "omniquant");
+  not_for(has_omni, {"--epochs", "--no-lwc", "--let", "--search-clip-init", "--aug-loss", "--lr-lwc", "--lr-let", "--wd", "--lwc-init", "--omni-batch"}, "omniquant");
   if (has_omni && act.quant.input.on() && act.quant.input.granularity != lowbit::ActGranularity::per_token)
     lowbit::fail("--method omniquant trains with dynamic per-token activation quantization (as the reference): drop --act-granularity per_tensor / --act-static");
   not_for(has_sq || has_pss, {"--smooth-all-linears"}, "smoothquant and pss");
@@ -793,6 +802,7 @@ int cmd_quantize(const QuantizeArgs& args) {
   mo.omniquant.lwc = !a.no_lwc;
   mo.omniquant.let = a.let;
   mo.omniquant.aug_loss = a.aug_loss;
+  mo.omniquant.search_clip_init = a.search_clip_init && !awq_omni;
   mo.omniquant.lr_lwc = a.lr_lwc;
   mo.omniquant.lr_let = a.lr_let;
   mo.omniquant.weight_decay = a.omni_wd;
@@ -820,10 +830,16 @@ int cmd_quantize(const QuantizeArgs& args) {
     sinks.add(trans_out.get());
   }
   lowbit::PipelineReport rep;
+  lowbit::AwqOmniQuantStep1 step1;
   lowbit::visit(spec, [&](auto q) {
+    if (awq_omni) {
+      rep = lowbit::quantize_awq_omniquant(m, calib, q, mo, sinks, opt, &step1);
+      return;
+    }
     auto chain = lowbit::make_method_chain(a.method, q, mo);
     rep = lowbit::quantize_model(m, calib, chain, sinks, opt);
   });
+  const std::vector<lowbit::AwqBlockResult>& awq_results = awq_omni ? step1.awq : keep.awq;
   seconds["quantize"] = rep.seconds;
   if (rep.degenerate_groups) {
     std::string where;
@@ -837,8 +853,8 @@ int cmd_quantize(const QuantizeArgs& args) {
   t = Clock::now();
   if (fake_out) fake_out->commit();
   if (trans_out) trans_out->commit();
-  if (!a.save_scale.empty()) lowbit::save_awq_scales(a.save_scale, keep.awq);
-  if (!a.save_clip.empty()) lowbit::save_awq_clips(a.save_clip, keep.awq);
+  if (!a.save_scale.empty()) lowbit::save_awq_scales(a.save_scale, awq_results);
+  if (!a.save_clip.empty()) lowbit::save_awq_clips(a.save_clip, awq_results);
   seconds["save"] = since(t);
   if (!a.eval.empty()) {
     po.progress = eval_progress("eval quantized");
@@ -883,7 +899,10 @@ int cmd_quantize(const QuantizeArgs& args) {
     if (has_pss || has_osplus) o["search_tokens"] = a.search_tokens;
     if (has_omni) {
       o.update(Json{{"epochs", a.epochs}, {"lwc", !a.no_lwc}, {"let", a.let}, {"aug_loss", a.aug_loss}, {"lr_lwc", a.lr_lwc},
-                    {"lr_let", a.lr_let}, {"wd", a.omni_wd}, {"lwc_init", a.lwc_init}, {"batch", a.omni_batch}});
+                    {"lr_let", a.lr_let}, {"wd", a.omni_wd}, {"lwc_init", a.lwc_init}, {"batch", a.omni_batch},
+                    {"search_clip_init", awq_omni ? !a.let : a.search_clip_init},
+                    {"load_scale", a.load_scale.empty() ? Json(nullptr) : Json(a.load_scale)},
+                    {"load_clip", a.load_clip.empty() ? Json(nullptr) : Json(a.load_clip)}});
       if (a.let) o["alpha"] = a.alpha;
       Json tl = Json::array();
       for (const auto& b : rep.train_loss) tl.push_back(b);

@@ -38,6 +38,7 @@
 #include "autodiff/quant_ops.hpp"
 #include "autodiff/tape.hpp"
 #include "algorithms/awq.hpp"
+#include "algorithms/awq_omniquant.hpp"
 #include "algorithms/gptq.hpp"
 #include "algorithms/method.hpp"
 #include "algorithms/omniquant.hpp"

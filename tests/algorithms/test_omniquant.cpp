@@ -183,3 +183,129 @@ TEST_CASE("OmniQuant is the same bits for 1 and 2 threads, and a non-finite loss
   REQUIRE(res.clip_up[0].allFinite());
   REQUIRE(std::abs(res.clip_up[0](0, 0) - 1.0f / (1.0f + std::exp(-4.0f))) < 1e-7f);  // the initial sigmoid(4)
 }
+
+TEST_CASE("AWQ's clips become LWC ratios that reproduce them", "[omniquant][awq]") {
+  // hand case: one row, two groups of 4; a symmetric clip of 1.5 on [-2, 1, 3, 0.5], 0.25 on [-1, -0.5, -2, -3]
+  MatrixRM W(1, 8);
+  W << -2, 1, 3, 0.5f, -1, -0.5f, -2, -3;
+  GroupLayout L;
+  L.rows = 1, L.cols = 8, L.group = 4, L.ngroups = 2;
+  MatrixRM mx(1, 2), up, low;
+  mx << 1.5f, 0.25f;
+  lwc_ratios_from_clip(W, L, mx, nullptr, up, low);
+  REQUIRE(up(0, 0) == 0.5f);             // 1.5 / 3
+  REQUIRE(low(0, 0) == 0.75f);           // -1.5 / -2
+  REQUIRE(up(0, 1) == 1.0f);             // the group's max is negative: nothing for LWC's factor to move
+  REQUIRE(low(0, 1) == Approx(0.25f / 3.0f));
+  MatrixRM mn(1, 2);                     // an asymmetric clip that does not bind: ratio 1
+  mn << -2.5f, -0.1f;
+  mx << 4.0f, 0.25f;
+  lwc_ratios_from_clip(W, L, mx, &mn, up, low);
+  REQUIRE(up(0, 0) == 1.0f);
+  REQUIRE(low(0, 0) == 1.0f);
+  REQUIRE(low(0, 1) == Approx(0.1f / 3.0f));
+  // AWQ's searched clip on random weights: ratio x group max = the clip wherever it binds
+  const MatrixRM R = lowbit_test::uniform_matrix<MatrixRM>(16, 64, 5), X = lowbit_test::uniform_matrix<MatrixRM>(256, 64, 6);
+  using Q4 = Quantizer<Bits<4>, PerGroup<dynamic_group>, Asymmetric>;
+  const Q4 q(32, Grid::minmax, false);
+  const GroupLayout Lr = group_layout(q, R.rows(), R.cols());
+  const MatrixRM clip = awq_search_clip(q, R, X);
+  lwc_ratios_from_clip(R, Lr, clip, nullptr, up, low);
+  int bound = 0;
+  for (Eigen::Index r = 0; r < R.rows(); ++r)
+    for (Eigen::Index g = 0; g < Lr.ngroups; ++g) {
+      const auto seg = R.row(r).segment(g * 32, 32);
+      if (clip(r, g) < seg.maxCoeff()) {
+        REQUIRE(up(r, g) * seg.maxCoeff() == Approx(clip(r, g)).epsilon(1e-6));
+        ++bound;
+      } else {
+        REQUIRE(up(r, g) == 1.0f);
+      }
+      if (-clip(r, g) > seg.minCoeff()) REQUIRE(low(r, g) * seg.minCoeff() == Approx(-clip(r, g)).epsilon(1e-6));
+    }
+  REQUIRE(bound > 0);
+}
+
+namespace {
+void require_same_fake(const Model& a, const Model& b) {
+  REQUIRE(a.blocks.size() == b.blocks.size());
+  for (std::size_t i = 0; i < a.blocks.size(); ++i)
+    for (Role r : all_roles) {
+      INFO("block " << i << " " << to_string(r));
+      REQUIRE(a.blocks[i].linear(r).W == b.blocks[i].linear(r).W);
+    }
+}
+}  // namespace
+
+TEST_CASE("AWQ -> OmniQuant in one call equals its two steps run as two processes through their files", "[data][omniquant][awq]") {
+  LOWBIT_REQUIRE_SHARED(kModel);
+  // the model as a Hugging Face folder, so that the saved transformed folder holds it in the same layout (a
+  // llama2.c model's q/k rows are permuted to the Hugging Face RoPE convention on the way out)
+  const std::string fp_dir = lowbit_test::tmp_path("awq_omni_fp");
+  save_hf(load_llama2c(lowbit_test::shared_path(kModel)), fp_dir);
+  const Model fp = load_hf(fp_dir);
+  const Windows calib = sequential_windows(read_token_file(lowbit_test::shared_path(kCalib)), 8, 64);
+  using Q4 = Quantizer<Bits<4>, PerGroup<dynamic_group>, Asymmetric>;
+  const Q4 q(32, Grid::omniquant, true);
+  MethodOptions mo;
+  mo.omniquant.epochs = 2;
+  auto quiet = set_warning_handler([](const std::string&) {});
+  SECTION("weight-only: the transformed folder, then search_clip_init on it") {
+    TrainedSink one(fp);
+    quantize_awq_omniquant(fp, calib, q, mo, one, {});
+    // process 1: AWQ's scales without clips, the transformed model saved in f32
+    const std::string dir = lowbit_test::tmp_path("awq_omni_trans");
+    {
+      MethodOptions m1 = mo;
+      m1.awq.clip = false;
+      auto chain = make_method_chain("awq", q, m1);
+      HfSink trans(fp, dir, Weights::transformed, DType::f32, {});
+      quantize_model(fp, calib, chain, trans, {});
+      trans.commit();
+    }
+    // process 2: OmniQuant on the loaded folder, LWC from AWQ's clip search
+    const Model t = load_hf(dir);
+    MethodOptions m2 = mo;
+    m2.omniquant.search_clip_init = true;
+    auto chain = make_method_chain("omniquant", q, m2);
+    TrainedSink two(t);
+    quantize_model(t, calib, chain, two, {});
+    require_same_fake(one.model.fake, two.model.fake);
+    REQUIRE(one.loss == two.loss);
+    // the starting point is live: without it (LWC at 4.0 on the same transformed model) the result differs, and
+    // AWQ's clips start the training lower
+    auto plain = make_method_chain("omniquant", q, mo);
+    TrainedSink three(t);
+    quantize_model(t, calib, plain, three, {});
+    REQUIRE(three.model.fake.blocks[0].linear(Role::v).W != two.model.fake.blocks[0].linear(Role::v).W);
+    for (std::size_t b = 0; b < two.loss.size(); ++b) {
+      INFO("block " << b);
+      REQUIRE(two.loss[b].front() < three.loss[b].front());
+    }
+  }
+  SECTION("with LET at W4A8: the scale and clip files, then LET and LWC from them on the original model") {
+    mo.omniquant.let = true;
+    PipelineOptions po;
+    po.act.quant.input = ActQuant{8, ActGranularity::per_token, true, Grid::minmax};
+    TrainedSink one(fp);
+    quantize_awq_omniquant(fp, calib, q, mo, one, po);
+    const std::string sp = lowbit_test::tmp_path("awq_omni_scales.safetensors"), cp = lowbit_test::tmp_path("awq_omni_clips.safetensors");
+    {
+      auto chain = make_method_chain("awq", q, mo);
+      ModelSink keep(fp, ModelSink::Keep{false, false, false});
+      quantize_model(fp, calib, chain, keep, po);
+      save_awq_scales(sp, keep.awq);
+      save_awq_clips(cp, keep.awq);
+    }
+    const std::vector<AwqBlockResult> loaded = load_awq(sp, cp, fp.cfg.n_layers);
+    MethodOptions m2 = mo;
+    m2.awq_loaded = {&loaded, true, true};
+    auto chain = make_method_chain("omniquant", q, m2);
+    TrainedSink two(fp);
+    quantize_model(fp, calib, chain, two, po);
+    require_same_fake(one.model.fake, two.model.fake);
+    REQUIRE(one.model.transformed.blocks[1].attn_norm == two.model.transformed.blocks[1].attn_norm);
+    REQUIRE(one.loss == two.loss);
+  }
+  set_warning_handler(quiet);
+}

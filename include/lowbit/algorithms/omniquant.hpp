@@ -55,6 +55,9 @@ struct OmniQuantOptions {
   int batch = 1;               // samples per step (the reference: 1)
   float alpha = 0.5f;          // LET's SmoothQuant initialisation
   float lwc_init = 4.0f;       // initial logit of both clip factors
+  // LLMC's search_clip_init: LWC starts from AWQ's clip search run on the block (v, o, gate, up, down; q and k
+  // start at lwc_init, as AWQ never clips them), unless clips are loaded (load_clip)
+  bool search_clip_init = false;
   void validate() const {
     if (epochs < 0) fail("OmniQuant: epochs ", epochs, " < 0");
     if (epochs > 0 && !lwc && !let) fail("OmniQuant: training (epochs > 0) needs lwc or let (the reference asserts it too)");
@@ -70,6 +73,30 @@ struct OmniQuantInit {
   std::array<std::optional<MatrixRM>, 7> clip_up, clip_low;     // by Role: clip ratios in (0, 1] per (row, group)
   std::array<std::optional<Eigen::VectorXf>, 4> let_scales;     // by input group: LET's initial s (AWQ's scales)
 };
+
+// AWQ's clip of one linear as LWC's starting ratios (LLMC AutoClipper.get_clip_factor: up = max_val / max and
+// low = min_val / min of each (row, group) of W, the weights OmniQuant starts from; a symmetric clip's min_val is
+// -max_val).  A side the clip does not bind (ratio >= 1, or a group max <= 0 / min >= 0 that LWC's factor cannot
+// move) starts at 1, which lwc_logit keeps just below 1; ratios stay >= 1e-4.
+inline void lwc_ratios_from_clip(const MatrixRM& W, const GroupLayout& L, const MatrixRM& max_val, const MatrixRM* min_val,
+                                 MatrixRM& up, MatrixRM& low) {
+  if (max_val.rows() != L.rows || max_val.cols() != L.ngroups || (min_val && (min_val->rows() != L.rows || min_val->cols() != L.ngroups)))
+    fail("OmniQuant: a clip of ", max_val.rows(), "x", max_val.cols(), " for a linear of ", L.rows, " rows and ", L.ngroups, " groups");
+  up.resize(L.rows, L.ngroups);
+  low.resize(L.rows, L.ngroups);
+  const auto ratio = [](float clip, float edge) {
+    if (!(edge != 0.0f) || !(clip / edge < 1.0f)) return 1.0f;
+    return std::max(clip / edge, 1e-4f);
+  };
+  for (Eigen::Index r = 0; r < L.rows; ++r)
+    for (Eigen::Index g = 0; g < L.ngroups; ++g) {
+      const auto seg = W.row(r).segment(g * L.group, L.width(g));
+      const float mx = seg.maxCoeff(), mn = seg.minCoeff();
+      const float cmax = max_val(r, g), cmin = min_val ? (*min_val)(r, g) : -max_val(r, g);
+      up(r, g) = mx > 0.0f ? ratio(cmax, mx) : 1.0f;
+      low(r, g) = mn < 0.0f ? ratio(cmin, mn) : 1.0f;
+    }
+}
 
 struct OmniQuantBlockResult {
   std::vector<double> epoch_loss;                // mean loss of each epoch run

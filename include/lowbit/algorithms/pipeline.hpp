@@ -65,7 +65,7 @@ std::unique_ptr<BlockMethod<Q>> make_method(const MethodInfo& m, const Q& q, con
   if (&m == &shift_info()) return std::make_unique<ShiftMethod<Q>>(q, o.shift);
   if (&m == &pss_info()) return std::make_unique<PssMethod<Q>>(q, o.pss);
   if (&m == &osplus_info()) return std::make_unique<OsPlusMethod<Q>>(q, o.osplus);
-  if (&m == &omniquant_info()) return std::make_unique<OmniQuantMethod<Q>>(q, o.omniquant);
+  if (&m == &omniquant_info()) return std::make_unique<OmniQuantMethod<Q>>(q, o.omniquant, o.awq, o.awq_loaded);
   fail("method ", m.name, ": no maker (a method listed in method_infos() needs a branch in make_method)");
 }
 

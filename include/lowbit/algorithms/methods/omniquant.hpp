@@ -3,6 +3,12 @@
 // input), training on the quantized chain's input, then the learned LET folded into the block's float weights and
 // every linear quantized with its learned clip ratios into the block's QuantizedLinear slots.
 //
+// Starting values (LLMC's AWQ -> OmniQuant combination, ALGORITHMS.md 6): with search_clip_init, AWQ's clip
+// search (algorithms/awq.hpp, the run's AwqOptions) on the block's training input gives LWC's initial ratios;
+// loaded AWQ clips (AwqLoaded, load_clip) give them instead, as ratios of the weights AWQ clipped (the block's
+// weights with the loaded AWQ scales folded, when scales are loaded too); loaded AWQ scales
+// (search_scale_init) are LET's initial scales and need let.
+//
 // Chains: reads the quantized chain (quant_inps) and the full-precision chain (fp_inps, the target), as the
 // reference.  Run first, the step's target is the original block's output on the full-precision chain, handed
 // to the loop as that chain's next input.
@@ -13,6 +19,7 @@
 #include "../../model/llama.hpp"
 #include "../method.hpp"
 #include "../omniquant.hpp"
+#include "awq.hpp"
 #include "smoothquant.hpp"
 
 namespace lowbit {
@@ -29,7 +36,12 @@ inline const MethodInfo& omniquant_info() {
 template <class Q>
 class OmniQuantMethod final : public BlockMethod<Q> {
  public:
-  OmniQuantMethod(const Q& q, const OmniQuantOptions& o) : q_(q), o_(o) { o_.validate(); }
+  OmniQuantMethod(const Q& q, const OmniQuantOptions& o, const AwqOptions& awq = {}, const AwqLoaded& loaded = {})
+      : q_(q), o_(o), awq_(awq), loaded_(loaded) {
+    o_.validate();
+    if (loaded_.scales && !o_.let) fail("OmniQuant: loaded AWQ scales initialise LET: they need let");
+    if (loaded_.clips && !o_.lwc) fail("OmniQuant: loaded AWQ clips initialise LWC: they need lwc");
+  }
   const MethodInfo& info() const override { return omniquant_info(); }
 
   void run(BlockJob& job, Chain chain) override {
@@ -49,9 +61,10 @@ class OmniQuantMethod final : public BlockMethod<Q> {
       std::snprintf(buf, sizeof buf, "omniquant epoch %d/%d loss %.3g", e + 1, o_.epochs, loss);
       job.step(buf);
     };
+    const OmniQuantInit init = initial_values(job, chain);
     job.step("omniquant epoch 1/" + std::to_string(o_.epochs));
     OmniQuantBlockResult res = omniquant_block(q_, job.cfg, job.block, job.input(chain), target, target2 ? &*target2 : nullptr,
-                                               job.L, job.act, o_, init_, act, where, progress);
+                                               job.L, job.act, o_, init, act, where, progress);
     for (std::size_t g = 0; g < 4; ++g)
       if (res.let_scales[g].size()) job.artifacts.smooth[input_groups()[g].key] = res.let_scales[g];
     if (o_.let) job.transformed = true;
@@ -67,9 +80,66 @@ class OmniQuantMethod final : public BlockMethod<Q> {
   }
 
  private:
+  // LWC from AWQ's clips (searched or loaded), LET from loaded AWQ scales; the defaults otherwise.
+  OmniQuantInit initial_values(BlockJob& job, Chain chain) const {
+    OmniQuantInit init;
+    const AwqPreset pre = loaded_.at(job.index);
+    const std::vector<InputGroup>& groups = input_groups();
+    std::array<const Eigen::VectorXf*, 4> scale{};  // loaded AWQ scale of each input group
+    if (pre.scales)
+      for (std::size_t g = 0; g < groups.size(); ++g) {
+        if (!group_applies(job.cfg, groups[g])) continue;
+        const auto it = pre.scales->scales.find(groups[g].key);
+        if (it == pre.scales->scales.end()) fail(job.where(groups[g].linears[0]), ": the loaded AWQ scales have no ", groups[g].key);
+        const Eigen::VectorXf& sg = it->second;
+        if (sg.size() != job.block.linear(groups[g].linears[0]).W.cols())
+          fail("block ", job.index, ": the loaded AWQ scale of ", groups[g].key, " has ", sg.size(), " entries");
+        if (!sg.allFinite() || (sg.array() < kAwqMinScale).any() || (sg.array() > 1.0f / kAwqMinScale).any())
+          fail("block ", job.index, ": the loaded AWQ scale of ", groups[g].key, " is not finite in [", kAwqMinScale, ", ",
+               1.0f / kAwqMinScale, "]");
+        scale[g] = &sg;
+        if (let_group(job.cfg, g)) init.let_scales[g] = sg;
+      }
+    if (!pre.clips && !o_.search_clip_init) return init;
+    std::vector<MatrixRM> in(groups.size());  // each linear's input on the training chain (search only)
+    if (!pre.clips) {
+      job.step("omniquant clip search");
+      MatrixRM x = job.input(chain);
+      block_forward_staged(job.cfg, job.block, x, job.L, nullptr, [&](int st, const MatrixRM& xs) { in[std::size_t(st)] = xs; });
+    }
+    // the weights AWQ clipped: its loaded scales folded as AWQ folds them (columns and the previous op's rows)
+    std::optional<Block> awq_block;
+    if (pre.clips && pre.scales) {
+      awq_block = job.block;
+      for (std::size_t g = 0; g < groups.size(); ++g)
+        if (scale[g]) fold_scales(*awq_block, groups[g], *scale[g]);
+    }
+    for (Role r : awq_clip_roles()) {
+      const std::size_t i = std::size_t(r), g = std::size_t(describe(r).subset);
+      const MatrixRM& W = (awq_block ? *awq_block : job.block).linear(r).W;
+      const GroupLayout Lg = group_layout(q_, W.rows(), W.cols(), job.where(r));
+      MatrixRM mx, mn;
+      if (pre.clips) {
+        const auto it = pre.clips->clip_max.find(r);
+        if (it == pre.clips->clip_max.end()) fail(job.where(r), ": the loaded AWQ clips have no entry");
+        mx = it->second;
+        if (pre.clips->clip_min.count(r)) mn = pre.clips->clip_min.at(r);
+        if (!mx.allFinite() || (mn.size() && !mn.allFinite())) fail(job.where(r), ": the loaded AWQ clip is not finite");
+      } else {
+        mx = awq_search_clip(q_, W, sample_tokens(in[g], awq_.clip_tokens), awq_, awq_.symmetric_clip ? nullptr : &mn);
+      }
+      MatrixRM up, low;
+      lwc_ratios_from_clip(W, Lg, mx, mn.size() ? &mn : nullptr, up, low);
+      init.clip_up[i] = std::move(up);
+      init.clip_low[i] = std::move(low);
+    }
+    return init;
+  }
+
   Q q_;
   OmniQuantOptions o_;
-  OmniQuantInit init_;
+  AwqOptions awq_;
+  AwqLoaded loaded_;
 };
 
 }  // namespace lowbit
