@@ -13,7 +13,8 @@
 //
 // Two processes -- step 1 writing the transformed folder in f32 (or the scale and clip files), step 2 loading
 // them with --method omniquant --search-clip-init (or --let --load-scale --load-clip) -- give the same model bit
-// for bit (tests/algorithms/test_omniquant.cpp): the files hold f32 exactly and each step reads only them.
+// for bit (tests/algorithms/test_omniquant.cpp): the files hold f32 exactly and each step reads only them (for a
+// Hugging Face model; saving a llama2.c model reorders its q/k rows to Hugging Face's RoPE convention).
 // Memory: step 1 keeps the transformed blocks (weight-only), as the saved folder would.
 #pragma once
 
