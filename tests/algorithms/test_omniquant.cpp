@@ -226,17 +226,6 @@ TEST_CASE("AWQ's clips become LWC ratios that reproduce them", "[omniquant][awq]
   REQUIRE(bound > 0);
 }
 
-namespace {
-void require_same_fake(const Model& a, const Model& b) {
-  REQUIRE(a.blocks.size() == b.blocks.size());
-  for (std::size_t i = 0; i < a.blocks.size(); ++i)
-    for (Role r : all_roles) {
-      INFO("block " << i << " " << to_string(r));
-      REQUIRE(a.blocks[i].linear(r).W == b.blocks[i].linear(r).W);
-    }
-}
-}  // namespace
-
 TEST_CASE("AWQ -> OmniQuant in one call equals its two steps run as two processes through their files", "[data][omniquant][awq]") {
   LOWBIT_REQUIRE_SHARED(kModel);
   // the model as a Hugging Face folder, so that the saved transformed folder holds it in the same layout (a
@@ -270,7 +259,7 @@ TEST_CASE("AWQ -> OmniQuant in one call equals its two steps run as two processe
     auto chain = make_method_chain("omniquant", q, m2);
     TrainedSink two(t);
     quantize_model(t, calib, chain, two, {});
-    require_same_fake(one.model.fake, two.model.fake);
+    lowbit_test::require_same_blocks(one.model.fake, two.model.fake);
     REQUIRE(one.loss == two.loss);
     // the starting point is live: without it (LWC at 4.0 on the same transformed model) the result differs, and
     // AWQ's clips start the training lower
@@ -303,7 +292,7 @@ TEST_CASE("AWQ -> OmniQuant in one call equals its two steps run as two processe
     auto chain = make_method_chain("omniquant", q, m2);
     TrainedSink two(fp);
     quantize_model(fp, calib, chain, two, po);
-    require_same_fake(one.model.fake, two.model.fake);
+    lowbit_test::require_same_blocks(one.model.fake, two.model.fake);
     REQUIRE(one.model.transformed.blocks[1].attn_norm == two.model.transformed.blocks[1].attn_norm);
     REQUIRE(one.loss == two.loss);
   }

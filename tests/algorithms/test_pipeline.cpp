@@ -24,14 +24,7 @@ Stories stories(int n, int L) {
   return s;
 }
 using lowbit_test::concat;
-void require_same_blocks(const Model& a, const Model& b) {
-  REQUIRE(a.blocks.size() == b.blocks.size());
-  for (std::size_t i = 0; i < a.blocks.size(); ++i)
-    for (Role r : all_roles) {
-      INFO("block " << i << " " << to_string(r));
-      REQUIRE(a.blocks[i].linear(r).W == b.blocks[i].linear(r).W);
-    }
-}
+using lowbit_test::require_same_blocks;
 }  // namespace
 
 TEST_CASE("GPTQ's staged single pass equals re-running the block for every true-sequential subset", "[data][pipeline][gptq]") {

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <catch2/catch.hpp>
 #include <lowbit/data/calibration.hpp>
+#include <lowbit/model/llama.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,6 +30,16 @@ M uniform_matrix(Eigen::Index r, Eigen::Index c, unsigned seed, double lo = -1, 
   M m(r, c);
   for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = typename M::Scalar(u(g));
   return m;
+}
+
+// Every linear of every block bit for bit.
+inline void require_same_blocks(const lowbit::Model& a, const lowbit::Model& b) {
+  REQUIRE(a.blocks.size() == b.blocks.size());
+  for (std::size_t i = 0; i < a.blocks.size(); ++i)
+    for (lowbit::Role r : lowbit::all_roles) {
+      INFO("block " << i << " " << lowbit::to_string(r));
+      REQUIRE(a.blocks[i].linear(r).W == b.blocks[i].linear(r).W);
+    }
 }
 
 }  // namespace lowbit_test

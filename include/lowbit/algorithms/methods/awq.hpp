@@ -53,6 +53,36 @@ inline const std::vector<Role>& awq_clip_roles() {
   return r;
 }
 
+// The loaded scale of input group `key` (n entries), checked: finite, in [kAwqMinScale, 1 / kAwqMinScale].
+inline const Eigen::VectorXf& loaded_awq_scale(const AwqBlockResult& loaded, const std::string& key, Eigen::Index n) {
+  const auto it = loaded.scales.find(key);
+  if (it == loaded.scales.end()) fail("AWQ: the loaded scales have no entry for group ", key);
+  const Eigen::VectorXf& s = it->second;
+  if (s.size() != n) fail("AWQ: loaded scales for ", key, " have ", s.size(), " entries, expected ", n);
+  if (!s.allFinite() || (s.array() <= 0.0f).any()) fail("AWQ: loaded scales for ", key, " are not all finite and positive");
+  // AWQ's search gives scales of about 1e-4..1e4 (x_mean^r clamped at 1e-4, normalised); far outside, folding
+  // zeroes the channel's weights below any quantization step or overflows the op in front
+  if ((s.array() < kAwqMinScale).any() || (s.array() > 1.0f / kAwqMinScale).any())
+    fail("AWQ: loaded scales for ", key, " have entries outside [", kAwqMinScale, ", ", 1.0f / kAwqMinScale,
+         "] (min ", s.minCoeff(), ", max ", s.maxCoeff(), "): not scales AWQ's search gives");
+  return s;
+}
+
+// The loaded clip of linear r: max_val, and min_val when the file has one (else left empty), [rows, ngroups],
+// checked: finite, min_val <= max_val (a symmetric clip: max_val >= 0).
+inline void loaded_awq_clip(const AwqBlockResult& loaded, Role r, Eigen::Index rows, Eigen::Index ngroups, MatrixRM& mx,
+                            MatrixRM& mn) {
+  const auto it = loaded.clip_max.find(r);
+  if (it == loaded.clip_max.end()) fail("AWQ: the loaded clips have no entry for ", to_string(r));
+  mx = it->second;
+  mn = loaded.clip_min.count(r) ? loaded.clip_min.at(r) : MatrixRM();
+  if (mx.rows() != rows || mx.cols() != ngroups || (mn.size() && (mn.rows() != mx.rows() || mn.cols() != mx.cols())))
+    fail("AWQ: loaded clip for ", to_string(r), " is [", mx.rows(), ", ", mx.cols(), "], expected [", rows, ", ", ngroups, "]");
+  if (!mx.allFinite() || (mn.size() && !mn.allFinite())) fail("AWQ: loaded clip for ", to_string(r), " is not finite");
+  if (mn.size() ? (mn.array() > mx.array()).any() : (mx.array() < 0.0f).any())
+    fail("AWQ: loaded clip for ", to_string(r), mn.size() ? " has min_val > max_val" : " has a negative max_val");
+}
+
 // AWQ on one block: search (or take from `preset`) and fold the scales, then search (or take) and apply the clips.
 // X is the block's input [n*L, dim].  Weights are left in float (not yet quantized).  `output`, when given,
 // receives the block's output on X with the weights it had on entry (the capture forward computes it anyway).
@@ -77,16 +107,7 @@ AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, in
     const MatrixRM& x = in[gi];
     Eigen::VectorXf s;
     if (preset.scales) {
-      const auto it = preset.scales->scales.find(g.key);
-      if (it == preset.scales->scales.end()) fail("AWQ: the loaded scales have no entry for group ", g.key);
-      s = it->second;
-      if (s.size() != x.cols()) fail("AWQ: loaded scales for ", g.key, " have ", s.size(), " entries, expected ", x.cols());
-      if (!s.allFinite() || (s.array() <= 0.0f).any()) fail("AWQ: loaded scales for ", g.key, " are not all finite and positive");
-      // AWQ's search gives scales of about 1e-4..1e4 (x_mean^r clamped at 1e-4, normalised); far outside, folding
-      // zeroes the channel's weights below any quantization step or overflows the op in front
-      if ((s.array() < kAwqMinScale).any() || (s.array() > 1.0f / kAwqMinScale).any())
-        fail("AWQ: loaded scales for ", g.key, " have entries outside [", kAwqMinScale, ", ", 1.0f / kAwqMinScale,
-             "] (min ", s.minCoeff(), ", max ", s.maxCoeff(), "): not scales AWQ's search gives");
+      s = loaded_awq_scale(*preset.scales, g.key, x.cols());
     } else {
       const Eigen::VectorXf xm = awq_act_mean(x);
       std::vector<const MatrixRM*> layers;
@@ -137,16 +158,7 @@ AwqBlockResult awq_block(const LlamaConfig& cfg, Block& b, const MatrixRM& X, in
       const GroupLayout Lg = group_layout(q, W.rows(), W.cols(), to_string(r));
       MatrixRM mx, mn;
       if (preset.clips) {
-        const auto it = preset.clips->clip_max.find(r);
-        if (it == preset.clips->clip_max.end()) fail("AWQ: the loaded clips have no entry for ", to_string(r));
-        mx = it->second;
-        if (preset.clips->clip_min.count(r)) mn = preset.clips->clip_min.at(r);
-        if (mx.rows() != W.rows() || mx.cols() != Lg.ngroups || (mn.size() && (mn.rows() != mx.rows() || mn.cols() != mx.cols())))
-          fail("AWQ: loaded clip for ", to_string(r), " is [", mx.rows(), ", ", mx.cols(), "], expected [", W.rows(), ", ",
-               Lg.ngroups, "]");
-        if (!mx.allFinite() || (mn.size() && !mn.allFinite())) fail("AWQ: loaded clip for ", to_string(r), " is not finite");
-        if (mn.size() ? (mn.array() > mx.array()).any() : (mx.array() < 0.0f).any())
-          fail("AWQ: loaded clip for ", to_string(r), mn.size() ? " has min_val > max_val" : " has a negative max_val");
+        loaded_awq_clip(*preset.clips, r, W.rows(), Lg.ngroups, mx, mn);
       } else {
         mx = awq_search_clip(q, W, sample_tokens(xs, o.clip_tokens), o, o.symmetric_clip ? nullptr : &mn);
       }

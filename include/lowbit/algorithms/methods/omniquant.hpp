@@ -89,16 +89,8 @@ class OmniQuantMethod final : public BlockMethod<Q> {
     if (pre.scales)
       for (std::size_t g = 0; g < groups.size(); ++g) {
         if (!group_applies(job.cfg, groups[g])) continue;
-        const auto it = pre.scales->scales.find(groups[g].key);
-        if (it == pre.scales->scales.end()) fail(job.where(groups[g].linears[0]), ": the loaded AWQ scales have no ", groups[g].key);
-        const Eigen::VectorXf& sg = it->second;
-        if (sg.size() != job.block.linear(groups[g].linears[0]).W.cols())
-          fail("block ", job.index, ": the loaded AWQ scale of ", groups[g].key, " has ", sg.size(), " entries");
-        if (!sg.allFinite() || (sg.array() < kAwqMinScale).any() || (sg.array() > 1.0f / kAwqMinScale).any())
-          fail("block ", job.index, ": the loaded AWQ scale of ", groups[g].key, " is not finite in [", kAwqMinScale, ", ",
-               1.0f / kAwqMinScale, "]");
-        scale[g] = &sg;
-        if (let_group(job.cfg, g)) init.let_scales[g] = sg;
+        scale[g] = &loaded_awq_scale(*pre.scales, groups[g].key, job.block.linear(groups[g].linears[0]).W.cols());
+        if (let_group(job.cfg, g)) init.let_scales[g] = *scale[g];
       }
     if (!pre.clips && !o_.search_clip_init) return init;
     std::vector<MatrixRM> in(groups.size());  // each linear's input on the training chain (search only)
@@ -108,23 +100,19 @@ class OmniQuantMethod final : public BlockMethod<Q> {
       block_forward_staged(job.cfg, job.block, x, job.L, nullptr, [&](int st, const MatrixRM& xs) { in[std::size_t(st)] = xs; });
     }
     // the weights AWQ clipped: its loaded scales folded as AWQ folds them (columns and the previous op's rows)
-    std::optional<Block> awq_block;
+    std::optional<Block> clipped;
     if (pre.clips && pre.scales) {
-      awq_block = job.block;
+      clipped = job.block;
       for (std::size_t g = 0; g < groups.size(); ++g)
-        if (scale[g]) fold_scales(*awq_block, groups[g], *scale[g]);
+        if (scale[g]) fold_scales(*clipped, groups[g], *scale[g]);
     }
     for (Role r : awq_clip_roles()) {
       const std::size_t i = std::size_t(r), g = std::size_t(describe(r).subset);
-      const MatrixRM& W = (awq_block ? *awq_block : job.block).linear(r).W;
+      const MatrixRM& W = (clipped ? *clipped : job.block).linear(r).W;
       const GroupLayout Lg = group_layout(q_, W.rows(), W.cols(), job.where(r));
       MatrixRM mx, mn;
       if (pre.clips) {
-        const auto it = pre.clips->clip_max.find(r);
-        if (it == pre.clips->clip_max.end()) fail(job.where(r), ": the loaded AWQ clips have no entry");
-        mx = it->second;
-        if (pre.clips->clip_min.count(r)) mn = pre.clips->clip_min.at(r);
-        if (!mx.allFinite() || (mn.size() && !mn.allFinite())) fail(job.where(r), ": the loaded AWQ clip is not finite");
+        loaded_awq_clip(*pre.clips, r, W.rows(), Lg.ngroups, mx, mn);
       } else {
         mx = awq_search_clip(q_, W, sample_tokens(in[g], awq_.clip_tokens), awq_, awq_.symmetric_clip ? nullptr : &mn);
       }
