@@ -41,6 +41,8 @@
 #include <string>
 #include <vector>
 
+#include "cli_quantize.hpp"
+
 #if LOWBIT_HAS_SENTENCEPIECE
 #include <sentencepiece_processor.h>
 #endif
@@ -831,14 +833,8 @@ int cmd_quantize(const QuantizeArgs& args) {
   }
   lowbit::PipelineReport rep;
   lowbit::AwqOmniQuantStep1 step1;
-  lowbit::visit(spec, [&](auto q) {
-    if (awq_omni) {
-      rep = lowbit::quantize_awq_omniquant(m, calib, q, mo, sinks, opt, &step1);
-      return;
-    }
-    auto chain = lowbit::make_method_chain(a.method, q, mo);
-    rep = lowbit::quantize_model(m, calib, chain, sinks, opt);
-  });
+  const lowbit_cli::QuantizeRun run{m, calib, a.method, mo, sinks, opt, &step1};
+  rep = lowbit::visit_wbits(spec, [&](auto b) { return lowbit_cli::run_quantize<decltype(b)::value>(spec, run); });
   const std::vector<lowbit::AwqBlockResult>& awq_results = awq_omni ? step1.awq : keep.awq;
   seconds["quantize"] = rep.seconds;
   if (rep.degenerate_groups) {

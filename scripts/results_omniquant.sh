@@ -9,12 +9,14 @@
 #                weight-activation table), LWC + LET, 20 epochs (W4A4 + aug_loss, as LLaMA-7B's script).
 # Each OmniQuant row beside the AWQ -> OmniQuant workflow at its 5 epochs (--method awq+omniquant).
 # Prints one JSON object per run (its "label" first; the run's train_loss holds each block's epoch losses).
-#   bash scripts/results_omniquant.sh [stories|babyllama|all] [weight|wa|both]   (after scripts/main.sh built build/)
+#   bash scripts/results_omniquant.sh [stories|babyllama|all] [weight|wa|both] [weight bits, e.g. "2" or "4 3 2"]
+# (after scripts/main.sh built build/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S="${LOWBIT_SHARED:-../shared}"
 which="${1:-stories}"
 modes="${2:-both}"
+bits="${3:-4 3 2}"
 LOWBIT="${LOWBIT:-./build/examples/lowbit}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -32,6 +34,7 @@ table() {  # name, the weight-only groups for W4 W3 W2, then the arguments
     for w in 4 3 2; do
       g=$(echo "$groups" | cut -d, -f$((i + 1)))
       i=$((i + 1))
+      case " $bits " in *" $w "*) ;; *) continue ;; esac
       ep=20 aug=()
       if [ "$w" = 2 ]; then ep=40 aug=(--aug-loss); fi
       for m in rtn awq; do run "$name w${w}g$g $m" --method $m --wbits $w --group $g --ragged "$@"; done

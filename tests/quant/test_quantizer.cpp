@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
@@ -96,6 +97,28 @@ TEST_CASE("SIMD row kernels are bit-identical to their scalar _ref twins", "[qua
             simd::quantize_row(p, c1.data(), n, s, z, 255.0f);
             simd::quantize_row_ref(p, c2.data(), n, s, z, 255.0f);
             REQUIRE(c1 == c2);
+            // the STE backward: the same bits as its twin and as the plain loop written here, and the sum a
+            // double loop gives
+            const MatrixRM dy = random_matrix(1, n, std::uint32_t(n + 11));
+            std::vector<float> dx1(std::size_t(n), 0.5f), dx2 = dx1;
+            const float g1 = simd::fake_quant_grad_row(p, dy.data(), dx1.data(), n, s, z, 15.0f);
+            const float g2 = simd::fake_quant_grad_row_ref(p, dy.data(), dx2.data(), n, s, z, 15.0f);
+            REQUIRE(float_bits(g1) == float_bits(g2));
+            REQUIRE(std::memcmp(dx1.data(), dx2.data(), 4 * std::size_t(n)) == 0);
+            REQUIRE(float_bits(simd::fake_quant_grad_row(p, dy.data(), nullptr, n, s, z, 15.0f)) == float_bits(g1));
+            double naive = 0, mag = 0;
+            float plain = 0;
+            for (int i = 0; i < n; ++i) {
+              const float v = p[i] / s, c = std::nearbyint(v) + z;
+              const bool pass = c >= 0.0f && c <= 15.0f;
+              plain += dy(0, i) * ((std::clamp(c, 0.0f, 15.0f) - z) - (pass ? v : 0.0f));
+              const double t = double(dy(0, i)) * ((double(std::clamp(c, 0.0f, 15.0f)) - z) - (pass ? double(v) : 0.0));
+              naive += t, mag += std::abs(t);
+              REQUIRE(dx1[std::size_t(i)] == (pass ? 0.5f + dy(0, i) : 0.5f));
+            }
+            REQUIRE(float_bits(plain) == float_bits(g1));
+            REQUIRE(std::isfinite(mag));
+            REQUIRE(std::abs(g1 - naive) <= 1e-4 * mag + 1e-30);
           }
       }
   }

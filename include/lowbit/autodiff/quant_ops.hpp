@@ -20,16 +20,20 @@
 // For T = float the forward is the quantizer's own arithmetic (quant/quantizer.hpp fake_quant with
 // ClipRatios{lwc_ratio(gamma), lwc_ratio(beta)}), so finalising with the learned clips reproduces the trained
 // forward.  Under StraightThrough record / replay (autodiff/tape.hpp) the arg-max / arg-min, the zero point, every
-// rounding offset and clamp side are logged and replayed.
+// rounding offset and clamp side are logged and replayed.  For T = float the forward (outside record / replay) and
+// the backward run the quantizer's SIMD row kernels, simd::fake_quant_row and simd::fake_quant_grad_row: the same
+// bits as the loops here (the double instantiation's), several times faster.
 #pragma once
 
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "../core/error.hpp"
 #include "../core/parallel.hpp"
 #include "../quant/grid.hpp"
+#include "../simd/quantize_row.hpp"
 #include "ops.hpp"
 #include "tape.hpp"
 
@@ -71,6 +75,19 @@ Var<T> fake_quant(Tape<T>& tape, Var<T> x, const FakeQuantSpec& q, Var<T> up = {
     const Eigen::Index c0 = g * G, w = std::min(G, C - c0);
     const T* p = x.v + r * C + c0;
     T* o = y.v + r * C + c0;
+    if constexpr (std::is_same_v<T, float>) {
+      if (st.mode == Mode::off) {  // the quantizer's SIMD kernels (simd/quantize_row.hpp): the same bits as below
+        T mn, mx;
+        if (!simd::minmax_row(p, w, mn, mx)) fail("fake_quant: non-finite value in row ", r, ", group ", g);
+        const T su = up.v ? lwc_ratio(up.v[r * ng + g]) : T(1), sl = low.v ? lwc_ratio(low.v[r * ng + g]) : T(1);
+        const T xmax = up.v ? mx * su : mx, xmin = low.v ? mn * sl : mn;
+        const BasicGroupParams<T> gp = group_params_t<T>(q.grid, q.bits, q.symmetric, xmin, xmax, T(0));
+        T* s = S + (r * ng + g) * 6;
+        s[0] = gp.scale, s[1] = gp.zero, s[2] = xmin, s[3] = xmax, s[4] = mx, s[5] = mn;
+        simd::fake_quant_row(p, o, w, gp.scale, gp.zero, qmax);
+        return;
+      }
+    }
     Eigen::Index imx = 0, imn = 0;
     bool finite = true;
     for (Eigen::Index i = 0; i < w; ++i) {
@@ -120,12 +137,17 @@ Var<T> fake_quant(Tape<T>& tape, Var<T> x, const FakeQuantSpec& q, Var<T> up = {
           const T* s = S + (r * ng + g) * 6;
           const T scale = s[0], zero = s[1];
           T ds = 0;
-          for (Eigen::Index i = 0; i < w; ++i) {
-            const T v = p[i] / scale, c = std::nearbyint(v) + zero;
-            const bool pass = c >= T(0) && c <= qmax;
-            const T code = std::clamp(c, T(0), qmax);
-            ds += d[i] * ((code - zero) - (pass ? v : T(0)));
-            if (pass && x.g) x.g[r * C + c0 + i] += d[i];
+          T* dx = x.g ? x.g + r * C + c0 : nullptr;
+          if constexpr (std::is_same_v<T, float>) {
+            ds = simd::fake_quant_grad_row(p, d, dx, w, scale, zero, qmax);
+          } else {
+            for (Eigen::Index i = 0; i < w; ++i) {
+              const T v = p[i] / scale, c = std::nearbyint(v) + zero;
+              const bool pass = c >= T(0) && c <= qmax;
+              const T code = std::clamp(c, T(0), qmax);
+              ds += d[i] * ((code - zero) - (pass ? v : T(0)));
+              if (pass && dx) dx[i] += d[i];
+            }
           }
           const auto dsd = scale_derivative<T>(q.grid, q.bits, q.symmetric, s[2], s[3]);
           const T dxmin = ds * dsd[0], dxmax = ds * dsd[1];

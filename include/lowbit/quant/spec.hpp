@@ -10,7 +10,8 @@
 // B and A are 2..8, or 16 for "not quantized"; no g (or g-1) means per output channel.
 //
 // visit(spec, f) instantiates Quantizer<Bits<2..8>, PerGroup<dynamic_group> | PerChannel, Symmetric |
-// Asymmetric> -- 28 types -- and calls f with the one the spec names.
+// Asymmetric> -- 28 types -- and calls f with the one the spec names (visit_wbits + visit_layout<B>: the same,
+// split by bit width).
 #pragma once
 
 #include <cctype>
@@ -110,23 +111,38 @@ decltype(auto) visit_bits(int bits, F&& f) {
     return visit_bits<B + 1, Last>(bits, std::forward<F>(f));
   }
 }
+inline void check_visitable(const QuantSpec& s) {
+  validate(s);
+  if (!s.weight_quantized()) fail("quant spec ", to_string(s), ": weights are not quantized (wbits 16)");
+}
 }  // namespace detail
+
+// visit() in two halves, for a caller that compiles each bit width in a translation unit of its own (the
+// command-line tool): visit_wbits(s, g) calls g(std::integral_constant<int, B>{}) for B = s.wbits, and
+// visit_layout<B>(s, f) calls f with the quantizer of B bits that the rest of s names.
+template <class G>
+decltype(auto) visit_wbits(const QuantSpec& s, G&& g) {
+  detail::check_visitable(s);
+  return detail::visit_bits<2, 8>(s.wbits, std::forward<G>(g));
+}
+
+template <int B, class F>
+decltype(auto) visit_layout(const QuantSpec& s, F&& f) {
+  detail::check_visitable(s);
+  if (s.wbits != B) fail("quant spec ", to_string(s), ": visited as ", B, " bits");
+  using G = PerGroup<dynamic_group>;
+  if (s.group_size > 0) {
+    if (s.symmetric) return f(Quantizer<Bits<B>, G, Symmetric>(s.group_size, s.grid, s.allow_ragged));
+    return f(Quantizer<Bits<B>, G, Asymmetric>(s.group_size, s.grid, s.allow_ragged));
+  }
+  if (s.symmetric) return f(Quantizer<Bits<B>, PerChannel, Symmetric>(s.grid));
+  return f(Quantizer<Bits<B>, PerChannel, Asymmetric>(s.grid));
+}
 
 // Calls f(Quantizer<...>{...}) for the weight quantizer the spec names.  Every branch must return the same type.
 template <class F>
 decltype(auto) visit(const QuantSpec& s, F&& f) {
-  validate(s);
-  if (!s.weight_quantized()) fail("quant spec ", to_string(s), ": weights are not quantized (wbits 16)");
-  return detail::visit_bits<2, 8>(s.wbits, [&](auto b) -> decltype(auto) {
-    constexpr int kB = decltype(b)::value;
-    using G = PerGroup<dynamic_group>;
-    if (s.group_size > 0) {
-      if (s.symmetric) return f(Quantizer<Bits<kB>, G, Symmetric>(s.group_size, s.grid, s.allow_ragged));
-      return f(Quantizer<Bits<kB>, G, Asymmetric>(s.group_size, s.grid, s.allow_ragged));
-    }
-    if (s.symmetric) return f(Quantizer<Bits<kB>, PerChannel, Symmetric>(s.grid));
-    return f(Quantizer<Bits<kB>, PerChannel, Asymmetric>(s.grid));
-  });
+  return visit_wbits(s, [&](auto b) -> decltype(auto) { return visit_layout<decltype(b)::value>(s, f); });
 }
 
 }  // namespace lowbit

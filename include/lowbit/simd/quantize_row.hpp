@@ -9,6 +9,10 @@
 //   fake_quant_row    y = (clamp(rint(x/s) + z, 0, qmax) - z) * s
 //   quantize_row      codes = clamp(rint(x/s) + z, 0, qmax)  as uint8
 //   dequantize_row    y = (code - z) * s
+//   fake_quant_grad_row  the backward of fake_quant_row as OmniQuant's STE takes it (autodiff/quant_ops.hpp):
+//                     dx_i += dy_i where 0 <= rint(x_i/s) + z <= qmax (pass_i), and returns d loss / d s =
+//                     sum_i dy_i ((code_i - z) - [pass_i] x_i / s), the terms computed by SIMD and added one by
+//                     one in element order (a float sum in any other order would give other bits)
 // (Grid::ggml's truncating formula is not handled here; quant/quantizer.hpp runs it through grid.hpp.)
 #pragma once
 
@@ -49,6 +53,23 @@ inline void quantize_row_ref(const float* x, std::uint8_t* codes, std::int64_t n
 
 inline void dequantize_row_ref(const std::uint8_t* codes, float* y, std::int64_t n, float s, float z) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = (static_cast<float>(codes[i]) - z) * s;
+}
+
+// One element of fake_quant_grad_row: its term of d loss / d s; dx (when not null) gets dy where the code is
+// not clamped.
+inline float fake_quant_grad_term(float x, float dy, float* dx, float s, float z, float qmax) {
+  const float v = x / s, c = std::nearbyint(v) + z;
+  const bool pass = c >= 0.0f && c <= qmax;
+  const float code = std::min(std::max(c, 0.0f), qmax);
+  if (dx && pass) *dx += dy;
+  return dy * ((code - z) - (pass ? v : 0.0f));
+}
+
+// Elements from `from` on, their terms added to ds in order.
+inline float fake_quant_grad_row_ref(const float* x, const float* dy, float* dx, std::int64_t n, float s, float z,
+                                     float qmax, std::int64_t from = 0, float ds = 0.0f) {
+  for (std::int64_t i = from; i < n; ++i) ds += fake_quant_grad_term(x[i], dy[i], dx ? dx + i : nullptr, s, z, qmax);
+  return ds;
 }
 
 #if LOWBIT_HAS_XSIMD
@@ -98,6 +119,27 @@ inline void fake_quant_row(const float* x, float* y, std::int64_t n, float s, fl
   fake_quant_row_ref(x + i, y + i, n - i, s, z, qmax);
 }
 
+inline float fake_quant_grad_row(const float* x, const float* dy, float* dx, std::int64_t n, float s, float z,
+                                 float qmax) {
+  const std::int64_t w = static_cast<std::int64_t>(fwidth);
+  const fbatch vs(s), vz(z), vq(qmax), v0(0.0f);
+  alignas(64) float t[fwidth];
+  float ds = 0.0f;
+  std::int64_t i = 0;
+  for (; i + w <= n; i += w) {
+    const fbatch v = fbatch::load_unaligned(x + i) / vs, c = xsimd::nearbyint(v) + vz, d = fbatch::load_unaligned(dy + i);
+    const auto pass = (c >= v0) & (c <= vq);
+    const fbatch code = xsimd::min(xsimd::max(c, v0), vq);
+    (d * ((code - vz) - xsimd::select(pass, v, v0))).store_aligned(t);
+    for (std::size_t k = 0; k < fwidth; ++k) ds += t[k];  // in element order, as the scalar twin
+    if (dx) {
+      const fbatch g = fbatch::load_unaligned(dx + i);
+      xsimd::select(pass, g + d, g).store_unaligned(dx + i);
+    }
+  }
+  return fake_quant_grad_row_ref(x, dy, dx, n, s, z, qmax, i, ds);
+}
+
 inline void quantize_row(const float* x, std::uint8_t* codes, std::int64_t n, float s, float z, float qmax) {
   const std::int64_t w = static_cast<std::int64_t>(fwidth);
   const fbatch vs(s), vz(z), vq(qmax), v0(0.0f);
@@ -119,6 +161,9 @@ inline void fake_quant_row(const float* x, float* y, std::int64_t n, float s, fl
 }
 inline void quantize_row(const float* x, std::uint8_t* codes, std::int64_t n, float s, float z, float qmax) {
   quantize_row_ref(x, codes, n, s, z, qmax);
+}
+inline float fake_quant_grad_row(const float* x, const float* dy, float* dx, std::int64_t n, float s, float z, float qmax) {
+  return fake_quant_grad_row_ref(x, dy, dx, n, s, z, qmax);
 }
 
 #endif
