@@ -1,4 +1,4 @@
-// lowbit command-line tool: the quantize command's model pass, one translation unit per weight bit width.
+// lowbit command-line tool: the quantize command's model pass, in two translation units by weight bit width.
 //
 // Every method of the pipeline is a template on the quantizer, and a spec names one of 28 quantizer types
 // (quant/spec.hpp visit); compiled in one file, those 28 x every method were the build's longest file by minutes.
