@@ -20,9 +20,9 @@
 // For T = float the forward is the quantizer's own arithmetic (quant/quantizer.hpp fake_quant with
 // ClipRatios{lwc_ratio(gamma), lwc_ratio(beta)}), so finalising with the learned clips reproduces the trained
 // forward.  Under StraightThrough record / replay (autodiff/tape.hpp) the arg-max / arg-min, the zero point, every
-// rounding offset and clamp side are logged and replayed.  For T = float the forward (outside record / replay) and
-// the backward run the quantizer's SIMD row kernels, simd::fake_quant_row and simd::fake_quant_grad_row: the same
-// bits as the loops here (the double instantiation's), several times faster.
+// rounding offset and clamp side are logged and replayed.  Outside record / replay the forward, and always the
+// backward, run the quantizer's row kernels (simd/quantize_row.hpp: minmax_row, fake_quant_row,
+// fake_quant_grad_row; SIMD for float, the scalar twins for double): the same bits as the logged loop here.
 #pragma once
 
 #include <Eigen/Core>
@@ -58,6 +58,25 @@ inline float lwc_logit(float r) {
   return std::log(c / (1.0f - c));
 }
 
+namespace detail {
+// The row kernels of simd/quantize_row.hpp: SIMD for float, their scalar twins (templates) for double.
+template <class T>
+bool row_minmax(const T* x, Eigen::Index n, T& mn, T& mx) {
+  if constexpr (std::is_same_v<T, float>) return simd::minmax_row(x, n, mn, mx);
+  else return simd::minmax_row_ref(x, n, mn, mx);
+}
+template <class T>
+void row_fake_quant(const T* x, T* y, Eigen::Index n, T s, T z, T qmax) {
+  if constexpr (std::is_same_v<T, float>) simd::fake_quant_row(x, y, n, s, z, qmax);
+  else simd::fake_quant_row_ref(x, y, n, s, z, qmax);
+}
+template <class T>
+T row_fake_quant_grad(const T* x, const T* dy, T* dx, Eigen::Index n, T s, T z, T qmax) {
+  if constexpr (std::is_same_v<T, float>) return simd::fake_quant_grad_row(x, dy, dx, n, s, z, qmax);
+  else return simd::fake_quant_grad_row_ref(x, dy, dx, n, s, z, qmax);
+}
+}  // namespace detail
+
 template <class T>
 Var<T> fake_quant(Tape<T>& tape, Var<T> x, const FakeQuantSpec& q, Var<T> up = {}, Var<T> low = {}) {
   if (q.bits < 2 || q.bits > 8) fail("fake_quant: ", q.bits, " bits (2..8)");
@@ -75,30 +94,23 @@ Var<T> fake_quant(Tape<T>& tape, Var<T> x, const FakeQuantSpec& q, Var<T> up = {
     const Eigen::Index c0 = g * G, w = std::min(G, C - c0);
     const T* p = x.v + r * C + c0;
     T* o = y.v + r * C + c0;
-    if constexpr (std::is_same_v<T, float>) {
-      if (st.mode == Mode::off) {  // the quantizer's SIMD kernels (simd/quantize_row.hpp): the same bits as below
-        T mn, mx;
-        if (!simd::minmax_row(p, w, mn, mx)) fail("fake_quant: non-finite value in row ", r, ", group ", g);
-        const T su = up.v ? lwc_ratio(up.v[r * ng + g]) : T(1), sl = low.v ? lwc_ratio(low.v[r * ng + g]) : T(1);
-        const T xmax = up.v ? mx * su : mx, xmin = low.v ? mn * sl : mn;
-        const BasicGroupParams<T> gp = group_params_t<T>(q.grid, q.bits, q.symmetric, xmin, xmax, T(0));
-        T* s = S + (r * ng + g) * 6;
-        s[0] = gp.scale, s[1] = gp.zero, s[2] = xmin, s[3] = xmax, s[4] = mx, s[5] = mn;
-        simd::fake_quant_row(p, o, w, gp.scale, gp.zero, qmax);
-        return;
+    // outside record / replay the group's min and max values suffice (the row kernels); the log needs their places
+    T mx, mn;
+    if (st.mode == Mode::off) {
+      if (!detail::row_minmax(p, w, mn, mx)) fail("fake_quant: non-finite value in row ", r, ", group ", g);
+    } else {
+      Eigen::Index imx = 0, imn = 0;
+      bool finite = true;
+      for (Eigen::Index i = 0; i < w; ++i) {
+        finite &= std::isfinite(p[i]);
+        if (p[i] > p[imx]) imx = i;
+        if (p[i] < p[imn]) imn = i;
       }
+      if (!finite) fail("fake_quant: non-finite value in row ", r, ", group ", g);
+      if (st.mode == Mode::record) st.put(T(imx)), st.put(T(imn));
+      if (st.mode == Mode::replay) imx = Eigen::Index(st.get()), imn = Eigen::Index(st.get());
+      mx = p[imx] + T(0), mn = p[imn] + T(0);  // -0 -> +0, as Quantizer::fit_range
     }
-    Eigen::Index imx = 0, imn = 0;
-    bool finite = true;
-    for (Eigen::Index i = 0; i < w; ++i) {
-      finite &= std::isfinite(p[i]);
-      if (p[i] > p[imx]) imx = i;
-      if (p[i] < p[imn]) imn = i;
-    }
-    if (!finite) fail("fake_quant: non-finite value in row ", r, ", group ", g);
-    if (st.mode == Mode::record) st.put(T(imx)), st.put(T(imn));
-    if (st.mode == Mode::replay) imx = Eigen::Index(st.get()), imn = Eigen::Index(st.get());
-    const T mx = p[imx] + T(0), mn = p[imn] + T(0);  // -0 -> +0, as Quantizer::fit_range
     const T su = up.v ? lwc_ratio(up.v[r * ng + g]) : T(1), sl = low.v ? lwc_ratio(low.v[r * ng + g]) : T(1);
     const T xmax = up.v ? mx * su : mx, xmin = low.v ? mn * sl : mn;
     BasicGroupParams<T> gp = group_params_t<T>(q.grid, q.bits, q.symmetric, xmin, xmax, T(0));
@@ -106,6 +118,7 @@ Var<T> fake_quant(Tape<T>& tape, Var<T> x, const FakeQuantSpec& q, Var<T> up = {
     if (st.mode == Mode::replay) gp.zero = st.get();
     T* s = S + (r * ng + g) * 6;
     s[0] = gp.scale, s[1] = gp.zero, s[2] = xmin, s[3] = xmax, s[4] = mx, s[5] = mn;
+    if (st.mode == Mode::off) return detail::row_fake_quant(p, o, w, gp.scale, gp.zero, qmax);
     for (Eigen::Index i = 0; i < w; ++i) {
       const T v = p[i] / gp.scale;
       T off = std::nearbyint(v) - v;
@@ -136,19 +149,7 @@ Var<T> fake_quant(Tape<T>& tape, Var<T> x, const FakeQuantSpec& q, Var<T> up = {
           const T* d = y.g + r * C + c0;
           const T* s = S + (r * ng + g) * 6;
           const T scale = s[0], zero = s[1];
-          T ds = 0;
-          T* dx = x.g ? x.g + r * C + c0 : nullptr;
-          if constexpr (std::is_same_v<T, float>) {
-            ds = simd::fake_quant_grad_row(p, d, dx, w, scale, zero, qmax);
-          } else {
-            for (Eigen::Index i = 0; i < w; ++i) {
-              const T v = p[i] / scale, c = std::nearbyint(v) + zero;
-              const bool pass = c >= T(0) && c <= qmax;
-              const T code = std::clamp(c, T(0), qmax);
-              ds += d[i] * ((code - zero) - (pass ? v : T(0)));
-              if (pass && dx) dx[i] += d[i];
-            }
-          }
+          const T ds = detail::row_fake_quant_grad(p, d, x.g ? x.g + r * C + c0 : nullptr, w, scale, zero, qmax);
           const auto dsd = scale_derivative<T>(q.grid, q.bits, q.symmetric, s[2], s[3]);
           const T dxmin = ds * dsd[0], dxmax = ds * dsd[1];
           const T mx = s[4], mn = s[5];

@@ -25,23 +25,27 @@
 
 namespace lowbit::simd {
 
-inline bool minmax_row_ref(const float* x, std::int64_t n, float& mn, float& mx) {
-  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+// The scalar twins are templates: float is the twin of the SIMD kernel, double the autodiff's checks
+// (autodiff/quant_ops.hpp).
+template <class T>
+bool minmax_row_ref(const T* x, std::int64_t n, T& mn, T& mx) {
+  T lo = std::numeric_limits<T>::infinity(), hi = -lo;
   bool finite = true;
   for (std::int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    finite &= std::fabs(v) <= std::numeric_limits<float>::max();
+    const T v = x[i];
+    finite &= std::fabs(v) <= std::numeric_limits<T>::max();
     lo = std::min(lo, v);
     hi = std::max(hi, v);
   }
-  mn = lo + 0.0f;  // + 0.0f turns -0 into +0, so the SIMD and scalar paths agree on signed zeros
-  mx = hi + 0.0f;
+  mn = lo + T(0);  // + 0 turns -0 into +0, so the SIMD and scalar paths agree on signed zeros
+  mx = hi + T(0);
   return finite;
 }
 
-inline void fake_quant_row_ref(const float* x, float* y, std::int64_t n, float s, float z, float qmax) {
+template <class T>
+void fake_quant_row_ref(const T* x, T* y, std::int64_t n, T s, T z, T qmax) {
   for (std::int64_t i = 0; i < n; ++i) {
-    const float q = std::min(std::max(std::nearbyint(x[i] / s) + z, 0.0f), qmax);
+    const T q = std::min(std::max(std::nearbyint(x[i] / s) + z, T(0)), qmax);
     y[i] = (q - z) * s;
   }
 }
@@ -57,17 +61,19 @@ inline void dequantize_row_ref(const std::uint8_t* codes, float* y, std::int64_t
 
 // One element of fake_quant_grad_row: its term of d loss / d s; dx (when not null) gets dy where the code is
 // not clamped.
-inline float fake_quant_grad_term(float x, float dy, float* dx, float s, float z, float qmax) {
-  const float v = x / s, c = std::nearbyint(v) + z;
-  const bool pass = c >= 0.0f && c <= qmax;
-  const float code = std::min(std::max(c, 0.0f), qmax);
+template <class T>
+T fake_quant_grad_term(T x, T dy, T* dx, T s, T z, T qmax) {
+  const T v = x / s, c = std::nearbyint(v) + z;
+  const bool pass = c >= T(0) && c <= qmax;
+  const T code = std::min(std::max(c, T(0)), qmax);
   if (dx && pass) *dx += dy;
-  return dy * ((code - z) - (pass ? v : 0.0f));
+  return dy * ((code - z) - (pass ? v : T(0)));
 }
 
 // Elements from `from` on, their terms added to ds in order.
-inline float fake_quant_grad_row_ref(const float* x, const float* dy, float* dx, std::int64_t n, float s, float z,
-                                     float qmax, std::int64_t from = 0, float ds = 0.0f) {
+template <class T>
+T fake_quant_grad_row_ref(const T* x, const T* dy, T* dx, std::int64_t n, T s, T z, T qmax, std::int64_t from = 0,
+                          T ds = T(0)) {
   for (std::int64_t i = from; i < n; ++i) ds += fake_quant_grad_term(x[i], dy[i], dx ? dx + i : nullptr, s, z, qmax);
   return ds;
 }
