@@ -4,8 +4,15 @@
 //
 // BM_act_* are the run-time activation quantizers of weight-activation runs on the same activation.
 //
+// BM_ggml_pack_codes is the GGUF export's packing (pack/ggml.hpp ggml_pack_codes: a method's codes and group
+// parameters -> Q4_0 / Q4_1 blocks) of the weight's codes, beside BM_memcpy_codes, a memcpy of the same codes
+// (one byte per weight); bytes/s counts the codes once for both, so their ratio is the packing's share of memcpy
+// bandwidth (issue 11's target: >= 60 %).
+//
 //   build/benchmarks/bench_quant --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
+
+#include <atomic>
 
 #include <cstring>
 #include <lowbit/lowbit.hpp>
@@ -132,8 +139,49 @@ void BM_act_fake_quant_per_token(benchmark::State& st) {
   set_bytes(st, a);
 }
 
+const lowbit::QuantizedLinear& weight_codes(bool sym) {
+  static const lowbit::QuantizedLinear a = lowbit::quantize_linear(W4g128A{}, weight());
+  static const lowbit::QuantizedLinear s = lowbit::quantize_linear(W4g128S{}, weight());
+  return sym ? s : a;
+}
+
+void BM_memcpy_codes(benchmark::State& st) {
+  const lowbit::CodesRM& c = weight_codes(false).codes;
+  lowbit::CodesRM out(c.rows(), c.cols());
+  out.setZero();
+  for (auto _ : st) {
+    lowbit::parallel_for_chunks(c.rows(), 64, [&](std::int64_t b, std::int64_t e) {
+      std::memcpy(out.row(b).data(), c.row(b).data(), std::size_t((e - b) * c.cols()));
+    });
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(std::int64_t(st.iterations()) * std::int64_t(c.size()));
+}
+
+void BM_ggml_pack_codes(benchmark::State& st) {
+  const bool sym = st.range(0) != 0;
+  const lowbit::GgmlType t = sym ? lowbit::GgmlType::q4_0 : lowbit::GgmlType::q4_1;
+  const lowbit::QuantizedLinear& q = weight_codes(sym);
+  const std::size_t rb = lowbit::ggml_row_bytes(t, q.cols());
+  std::vector<std::uint8_t> out(rb * std::size_t(q.rows()), 0);
+  std::atomic<int> refused{0};
+  for (auto _ : st) {
+    lowbit::parallel_for_chunks(q.rows(), 64, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t r = b; r < e; ++r) refused += !lowbit::ggml_pack_codes(t, q, r, out.data() + std::size_t(r) * rb);
+    });
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  if (refused) st.SkipWithError("a row is not in the block format");
+  st.SetBytesProcessed(std::int64_t(st.iterations()) * std::int64_t(q.codes.size()));
+  st.SetLabel(lowbit::to_string(t));
+}
+
 }  // namespace
 
+BENCHMARK(BM_memcpy_codes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ggml_pack_codes)->Arg(1)->Arg(0)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_memcpy_weight)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_fake_quant, w4g128_asym, W4g128A{})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_fake_quant, w4g128_sym, W4g128S{})->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -5,7 +5,9 @@
 //   lowbit quantize --model PATH --method rtn|awq|gptq|smoothquant|shift|pss|os+|awq+gptq|smoothquant+gptq ...
 //                   (--spec w4a16g128[-sym][-ragged] | w8a8 | --wbits B ... | --quant-type A8W8|WINT8|WINT4)
 //                   [--abits A --act-granularity per_token|per_tensor --act-static --qk-bits B --kv-bits B]
-//                   [--calib FILE ...] [--save-fake DIR] [--eval FILE ...] [--json]
+//                   [--calib FILE ...] [--save-fake DIR] [--save-gguf FILE] [--eval FILE ...] [--json]
+//   lowbit convert --model PATH --save-gguf FILE [--gguf-type f32|f16|q8_0|q4_0|q4_1] [--tokenizer PATH]
+//                   (llama.cpp's convert + llama-quantize without an importance matrix, in one step)
 //
 // Options are parsed by CLI11 (--opt value and --opt=value; numbers range-checked before anything runs; a typo
 // gets the nearest option suggested) and every file and folder is checked before the long work starts: input
@@ -206,6 +208,76 @@ Json model_json(const LoadedModel& lm) {
               {"vocab", c.vocab_size},   {"context", c.max_seq_len}};
 }
 
+// ---- GGUF output ----------------------------------------------------------------------------------------
+
+// The tokenizer a GGUF export embeds: the GGUF's own, else --tokenizer or the one beside the model (a llama2.c
+// tokenizer.bin or a SentencePiece .vocab; for a .model, the .vocab beside it).
+lowbit::Tokenizer tokenizer_for_gguf(const LoadedModel& lm, const std::string& given) {
+  if (lm.is_gguf && lm.gguf.has_tokenizer && given.empty()) return lm.gguf.tokenizer;
+  std::string path = given.empty() ? find_tokenizer(lm.path, lm.is_dir) : given;
+  if (ends_with(path, ".model")) {
+    const std::string vocab = path.substr(0, path.size() - 6) + ".vocab";
+    struct stat st;
+    if (::stat(vocab.c_str(), &st) != 0)
+      lowbit::fail("--save-gguf: ", path, " is a SentencePiece .model; the GGUF's vocabulary is read from its .vocab text "
+                   "file (", vocab, " is missing): pass --tokenizer FILE.vocab");
+    path = vocab;
+  }
+  lowbit::Tokenizer t = ends_with(path, ".vocab") ? lowbit::Tokenizer::load_sentencepiece_vocab(path)
+                                                  : lowbit::Tokenizer::load_llama2c(path, lm.model.cfg.vocab_size);
+  if (int(t.vocab.size()) != lm.model.cfg.vocab_size)
+    lowbit::fail("--save-gguf: ", path, " has ", t.vocab.size(), " tokens but the model's vocabulary is ", lm.model.cfg.vocab_size);
+  return t;
+}
+
+// --gguf-type auto: the block type that holds the spec's codes as they are (pack/ggml.hpp ggml_pack_codes).
+lowbit::GgmlType auto_gguf_type(const lowbit::QuantSpec& s) {
+  if (!s.weight_quantized()) return lowbit::GgmlType::f16;
+  if (s.wbits > 4) return lowbit::GgmlType::q8_0;
+  // OmniQuant's symmetric grid has z = 2^(b-1) - 1 (codes up to +2^(b-1)): no Q4_0, its codes fit Q4_1
+  return s.symmetric && s.grid != lowbit::Grid::omniquant ? lowbit::GgmlType::q4_0 : lowbit::GgmlType::q4_1;
+}
+
+struct GgufSummary {
+  int codes = 0, requantized = 0, fallback = 0;
+  double worst = 0;  // the largest relative RMS error of a linear against the method's weights
+  std::string worst_name;
+};
+GgufSummary summarize(const lowbit::GgufModelWriter& w) {
+  GgufSummary s;
+  for (const lowbit::GgufTensorReport& r : w.report()) {
+    if (r.name.rfind("blk.", 0) != 0 || r.type == lowbit::GgmlType::f32) continue;  // the linears
+    s.codes += r.how == lowbit::GgufStorage::codes;
+    s.requantized += r.how == lowbit::GgufStorage::requantized;
+    s.fallback += r.how == lowbit::GgufStorage::f16_fallback;
+    if (r.rel_rms > s.worst) s.worst = r.rel_rms, s.worst_name = r.name;
+  }
+  return s;
+}
+
+void report_gguf(const lowbit::GgufModelWriter& w, const std::string& path) {
+  const GgufSummary s = summarize(w);
+  char line[512];
+  std::snprintf(line, sizeof line, "%s: %d linears as the method's codes, %d re-quantized, %d F16 (rows not a multiple of 32); "
+                "%.2f MB of tensors; largest error against the method's weights %.2e (%s)", path.c_str(), s.codes,
+                s.requantized, s.fallback, double(w.bytes()) / 1e6, s.worst, s.worst_name.c_str());
+  console.progress(line);
+  if (s.requantized)
+    console.warning(path + ": " + std::to_string(s.requantized) + " linears are not in the method's grid as GGUF blocks "
+                    "(groups not a multiple of 32, act-order, or another type asked): re-quantized with llama.cpp's "
+                    "reference quantizer, which adds error (see \"gguf\" in --json)");
+}
+
+Json gguf_json(const lowbit::GgufModelWriter& w) {
+  const GgufSummary s = summarize(w);
+  Json tensors = Json::array();
+  for (const lowbit::GgufTensorReport& r : w.report())
+    tensors.push_back(Json{{"name", r.name}, {"type", lowbit::to_string(r.type)}, {"storage", lowbit::to_string(r.how)},
+                           {"rel_rms", r.rel_rms}, {"bytes", r.bytes}});
+  return Json{{"linears_codes", s.codes}, {"linears_requantized", s.requantized}, {"linears_f16", s.fallback},
+              {"max_rel_rms", s.worst}, {"tensor_bytes", w.bytes()}, {"tensors", tensors}};
+}
+
 // ---- options --------------------------------------------------------------------------------------------
 
 // Plain decimal integers only (CLI11 alone would read "010" as octal, "0x10" as hex and "-1" as 2^64-1 for an
@@ -264,6 +336,13 @@ struct EvalArgs {
   std::string model, tokenizer, data;
   int seq_len = 0;  // 0: min(512, the model's context)
   std::int64_t max_tokens = 0;
+  std::string scoring = "all";
+  int threads = 0;
+  bool json = false, quiet = false;
+};
+
+struct ConvertArgs {
+  std::string model, tokenizer, save_gguf, gguf_type = "f16";
   int threads = 0;
   bool json = false, quiet = false;
 };
@@ -301,6 +380,7 @@ struct QuantizeArgs {
   std::uint64_t seed = 0;
   // outputs
   std::string save_fake, save_trans, save_scale, save_clip, load_scale, load_clip, save_dtype = "f32";
+  std::string save_gguf, gguf_type = "auto";
   // evaluation
   std::string eval, fp_eval_from;
   int eval_seq_len = 0;
@@ -336,6 +416,21 @@ void add_eval_options(CLI::App* c, EvalArgs& a) {
       ->check(kCount)
       ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))
       ->group("Evaluation");
+  c->add_option("--scoring", a.scoring,
+                "all: every prediction of every window (GPTQ / AWQ); llama-perplexity: llama.cpp's rule (BOS at each "
+                "window's start, only its second half scored)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"all", "llama-perplexity"}))
+      ->group("Evaluation");
+}
+
+void add_convert_options(CLI::App* c, ConvertArgs& a) {
+  add_common(c, a.model, a.tokenizer, a.threads, a.json, a.quiet);
+  c->add_option("--save-gguf", a.save_gguf, "the GGUF file to write")->required()->group("Outputs");
+  c->add_option("--gguf-type", a.gguf_type, "the linears' type (q4_0 / q4_1 / q8_0: llama.cpp's reference quantizers)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"q4_0", "q4_1", "q8_0", "f16", "f32"}))
+      ->group("Outputs");
 }
 
 void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
@@ -490,6 +585,13 @@ void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16"}))
       ->group("Outputs");
+  c->add_option("--save-gguf", a.save_gguf, "write the quantized model as a llama.cpp GGUF file")->group("Outputs");
+  c->add_option("--gguf-type", a.gguf_type,
+                "the GGUF linears' type; auto: the one that holds the method's codes (q4_0 for a symmetric grid at <= 4 "
+                "bits, q4_1 asymmetric, q8_0 above 4 bits)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "q4_0", "q4_1", "q8_0", "f16", "f32"}))
+      ->group("Outputs");
   c->add_option("--save-scale", a.save_scale, "write AWQ's scales (safetensors)")->group("Outputs");
   c->add_option("--save-clip", a.save_clip, "write AWQ's clips (safetensors)")->group("Outputs");
   // evaluation
@@ -524,6 +626,8 @@ int cmd_eval(const EvalArgs& a) {
   const int seq_len = a.seq_len ? a.seq_len : std::min(512, m.cfg.max_seq_len);
   lowbit::PerplexityOptions po;
   po.max_tokens = a.max_tokens;
+  po.scoring = a.scoring == "all" ? lowbit::Scoring::all : lowbit::Scoring::llama_perplexity;
+  if (lm.is_gguf && lm.gguf.has_tokenizer) po.bos = lm.gguf.tokenizer.bos;
   po.progress = eval_progress("eval");
   const lowbit::PerplexityResult r = lowbit::perplexity(m, ids, seq_len, po);
   if (a.json) {
@@ -533,6 +637,7 @@ int cmd_eval(const EvalArgs& a) {
     j["ppl"] = r.ppl;
     j["nll"] = r.nll;
     j["predictions"] = r.predictions;
+    j["scoring"] = a.scoring;
     j["model"] = model_json(lm);
     j["data"] = Json{{"file", a.data},
                      {"tokens", ids.size()},
@@ -559,6 +664,41 @@ bool same_file(const std::string& a, const std::string& b) {
   struct stat sa, sb;
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
+
+// ---- convert --------------------------------------------------------------------------------------------
+
+// A model as GGUF without a method: F32 / F16 as they are, Q4_0 / Q4_1 / Q8_0 by llama.cpp's reference quantizers
+// (what llama-quantize writes without an importance matrix), the baseline lowbit's methods are measured against.
+int cmd_convert(const ConvertArgs& a) {
+  const auto t0 = Clock::now();
+  check_model_path(a.model);
+  check_input_file("--tokenizer", a.tokenizer);
+  if (same_file(a.save_gguf, a.model)) lowbit::fail(a.save_gguf, ": is the input model; choose another output file");
+  lowbit::check_writable_file(a.save_gguf);
+  const LoadedModel lm = load_any(a.model);
+  const lowbit::Tokenizer tok = tokenizer_for_gguf(lm, a.tokenizer);
+  lowbit::GgufModelWriter w(lm.model, &tok, a.save_gguf, lowbit::parse_ggml_type(a.gguf_type));
+  for (int i = 0; i < lm.model.cfg.n_layers; ++i) {
+    console.progress("block " + std::to_string(i + 1) + "/" + std::to_string(lm.model.cfg.n_layers));
+    lowbit::with_block(lm.model, i, [&](const lowbit::Block& b) { w.block(i, b, nullptr); });
+  }
+  w.commit();
+  if (a.json) {
+    Json j;
+    j["lowbit"] = kVersion;
+    j["command"] = "convert";
+    j["model"] = model_json(lm);
+    j["save_gguf"] = a.save_gguf;
+    j["gguf"] = gguf_json(w);
+    j["seconds"] = since(t0);
+    j["warnings"] = console.warnings;
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%s: %s, %.2f MB of tensors (%.2f s)\n", a.save_gguf.c_str(), a.gguf_type.c_str(), double(w.bytes()) / 1e6, since(t0));
+  }
+  return 0;
+}
+
 
 // The full-precision result of an earlier run (its --json output), if it measured the same thing.
 std::pair<double, double> reuse_fp_eval(const std::string& path, const LoadedModel& lm, const std::string& eval, int L,
@@ -715,6 +855,13 @@ int cmd_quantize(const QuantizeArgs& args) {
   if ((has_shift || has_osplus) && (!a.save_fake.empty() || !a.save_trans.empty()))
     lowbit::fail("--save-fake / --save-trans: the shift (", has_osplus ? "os+" : "shift",
                  ") adds biases and input shifts that a Hugging Face LLaMA cannot hold; evaluate the model with --eval instead");
+  if ((has_shift || has_osplus) && !a.save_gguf.empty())
+    lowbit::fail("--save-gguf: the shift (", has_osplus ? "os+" : "shift",
+                 ") adds biases and input shifts that a llama.cpp LLaMA cannot hold; evaluate the model with --eval instead");
+  not_for(!a.save_gguf.empty(), {"--gguf-type"}, "--save-gguf");
+  if (act.on() && !a.save_gguf.empty())
+    console.warning("--save-gguf writes the quantized weights; llama.cpp quantizes activations its own way (the a" +
+                    std::to_string(spec.abits) + " setting is not in the file)");
   if (act.on() && !a.save_fake.empty())
     console.warning("--save-fake writes the fake-quantized weights; the activation quantization (a" + std::to_string(spec.abits) +
                     (a.qk_bits || a.kv_bits ? ", Q/K/V" : "") + ") is a run-time setting the folder does not hold");
@@ -736,7 +883,7 @@ int cmd_quantize(const QuantizeArgs& args) {
     }
   if (!a.save_fake.empty() && !a.save_trans.empty() && a.save_fake == a.save_trans)
     lowbit::fail("--save-fake and --save-trans name the same folder ", a.save_fake);
-  for (const std::string* f : {&a.save_scale, &a.save_clip})
+  for (const std::string* f : {&a.save_scale, &a.save_clip, &a.save_gguf})
     if (!f->empty()) lowbit::check_writable_file(*f);
 
   // without --eval the classifier is never used: a Hugging Face model's tables stay in the mapped file
@@ -759,6 +906,10 @@ int cmd_quantize(const QuantizeArgs& args) {
   const int eval_L = a.eval_seq_len ? a.eval_seq_len : std::min(512, m.cfg.max_seq_len);
   if (!a.eval.empty()) eval_ids = load_ids(lm, a.tokenizer, a.eval);
   seconds["tokenize"] = since(t);
+  // the GGUF's tokenizer (llama.cpp needs one) and type, resolved before any work
+  std::optional<lowbit::Tokenizer> gguf_tok;
+  if (!a.save_gguf.empty()) gguf_tok = tokenizer_for_gguf(lm, a.tokenizer);
+  const lowbit::GgmlType gguf_type = a.gguf_type == "auto" ? auto_gguf_type(spec) : lowbit::parse_ggml_type(a.gguf_type);
   std::vector<std::pair<double, double>> loaded_fp;
   if (!a.fp_eval_from.empty()) loaded_fp.push_back(reuse_fp_eval(a.fp_eval_from, lm, a.eval, eval_L, a.eval_max_tokens));
   std::vector<lowbit::AwqBlockResult> loaded;
@@ -831,6 +982,11 @@ int cmd_quantize(const QuantizeArgs& args) {
                                                  std::map<std::string, std::string>{{"lowbit", "transformed " + desc}});
     sinks.add(trans_out.get());
   }
+  std::unique_ptr<lowbit::GgufSink> gguf_out;
+  if (!a.save_gguf.empty()) {
+    gguf_out = std::make_unique<lowbit::GgufSink>(m, &*gguf_tok, a.save_gguf, gguf_type);
+    sinks.add(gguf_out.get());
+  }
   lowbit::PipelineReport rep;
   lowbit::AwqOmniQuantStep1 step1;
   const lowbit_cli::QuantizeRun run{m, calib, a.method, mo, sinks, opt, &step1};
@@ -849,6 +1005,10 @@ int cmd_quantize(const QuantizeArgs& args) {
   t = Clock::now();
   if (fake_out) fake_out->commit();
   if (trans_out) trans_out->commit();
+  if (gguf_out) {
+    gguf_out->commit();
+    report_gguf(gguf_out->writer(), a.save_gguf);
+  }
   if (!a.save_scale.empty()) lowbit::save_awq_scales(a.save_scale, awq_results);
   if (!a.save_clip.empty()) lowbit::save_awq_clips(a.save_clip, awq_results);
   seconds["save"] = since(t);
@@ -945,7 +1105,9 @@ int cmd_quantize(const QuantizeArgs& args) {
                         {"save_trans", a.save_trans.empty() ? Json(nullptr) : Json(a.save_trans)},
                         {"save_scale", a.save_scale.empty() ? Json(nullptr) : Json(a.save_scale)},
                         {"save_clip", a.save_clip.empty() ? Json(nullptr) : Json(a.save_clip)},
-                        {"dtype", a.save_dtype}};
+                        {"dtype", a.save_dtype},
+                        {"save_gguf", a.save_gguf.empty() ? Json(nullptr) : Json(a.save_gguf)},
+                        {"gguf", gguf_out ? gguf_json(gguf_out->writer()) : Json(nullptr)}};
     j["groups"] = rep.groups;
     j["degenerate_groups"] = rep.degenerate_groups;
     j["damp_retries"] = rep.damp_retries;
@@ -983,13 +1145,16 @@ int main(int argc, char** argv) {
   app.fallthrough(false);
   EvalArgs ea;
   QuantizeArgs qa;
+  ConvertArgs ca;
   CLI::App* eval = app.add_subcommand("eval", "perplexity of a model on a text (the GPTQ/AWQ protocol)");
   add_eval_options(eval, ea);
   CLI::App* quant = app.add_subcommand("quantize", "quantize a model (RTN, AWQ, GPTQ, chains such as awq+gptq)");
   add_quantize_options(quant, qa);
+  CLI::App* conv = app.add_subcommand("convert", "write a model as GGUF for llama.cpp (F32 / F16, or Q4_0 / Q4_1 / Q8_0 by llama.cpp's reference quantizers)");
+  add_convert_options(conv, ca);
   CLI::App* help = app.add_subcommand("help", "help on a command: lowbit help quantize");
   std::string help_on;
-  help->add_option("command", help_on, "eval or quantize");
+  help->add_option("command", help_on, "eval, quantize or convert");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -1001,7 +1166,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "lowbit: %s\n", e.what());
     // an unknown option: name the nearest one of the command the user meant
-    for (CLI::App* sub : {eval, quant})
+    for (CLI::App* sub : {eval, quant, conv})
       if (sub->parsed())
         for (const std::string& r : sub->remaining())
           if (r.rfind("-", 0) == 0)
@@ -1013,20 +1178,22 @@ int main(int argc, char** argv) {
     if (help_on.empty()) std::printf("%s", app.help().c_str());
     else if (help_on == "eval") std::printf("%s", eval->help().c_str());
     else if (help_on == "quantize") std::printf("%s", quant->help().c_str());
+    else if (help_on == "convert") std::printf("%s", conv->help().c_str());
     else {
-      std::fprintf(stderr, "lowbit: help: unknown command '%s' (eval, quantize)\n", help_on.c_str());
+      std::fprintf(stderr, "lowbit: help: unknown command '%s' (eval, quantize, convert)\n", help_on.c_str());
       return 2;
     }
     return 0;
   }
   for (const CLI::Option* o : quant->get_options())
     if (o->count() > 0 && !o->get_lnames().empty()) qa.given.push_back("--" + o->get_lnames()[0]);
-  const bool json = eval->parsed() ? ea.json : qa.json;
-  console.quiet = eval->parsed() ? ea.quiet : qa.quiet;
+  const bool json = eval->parsed() ? ea.json : conv->parsed() ? ca.json : qa.json;
+  console.quiet = eval->parsed() ? ea.quiet : conv->parsed() ? ca.quiet : qa.quiet;
   lowbit::set_warning_handler([](const std::string& m) { console.warning(m); });
   try {
-    const int threads = eval->parsed() ? ea.threads : qa.threads;
+    const int threads = eval->parsed() ? ea.threads : conv->parsed() ? ca.threads : qa.threads;
     if (threads > 0) lowbit::set_num_threads(threads);
+    if (conv->parsed()) return cmd_convert(ca);
     return eval->parsed() ? cmd_eval(ea) : cmd_quantize(qa);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "lowbit: out of memory\n");

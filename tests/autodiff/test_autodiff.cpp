@@ -143,6 +143,77 @@ TEST_CASE("fake quantization with learnable clipping: OmniQuant's gradient path,
   REQUIRE(std::abs(gup(0, 0)) < 1e-12);
 }
 
+TEST_CASE("LET's scales fused into the fake quantization: gradients by finite differences", "[autodiff][let]") {
+  // x' = (x col) op row, then fake_quant with LWC; ragged groups of 4 over 10 columns, and 70 columns (more than
+  // one 64-column chunk of the input-channel scale's sum)
+  for (Eigen::Index C : {10, 70})
+    for (RowScale op : {RowScale::none, RowScale::mul, RowScale::div}) {
+      INFO(C << " columns, row op " << int(op));
+      const FakeQuantSpec q{3, false, Grid::omniquant, C == 10 ? 4 : 32};
+      const Eigen::Index ng = (C + q.group - 1) / q.group;
+      const MD x = rnd(3, C, 40), col = rnd(1, C, 41, 0.5, 2), row = rnd(3, 1, 42, 0.5, 2);
+      const MD up = rnd(3, ng, 43, 0.5, 3), low = rnd(3, ng, 44, 0.5, 3);
+      check({x, col, row, up, low}, [q, op](Tape<double>& t, const std::vector<V>& v) {
+        WeightScales<double> sc{v[1], op == RowScale::none ? V{} : v[2], op};
+        // row unused without an op: add it to the probe so every input has a gradient
+        const V y = probe(t, scaled_fake_quant(t, v[0], sc, q, v[3], v[4]));
+        return op == RowScale::none ? add(t, y, dot(t, v[2], v[2])) : y;
+      });
+      // the row scale alone, on a constant weight (LET's case: the weight itself is not trained)
+      if (op != RowScale::none)
+        check({row, up}, [q, op, &x](Tape<double>& t, const std::vector<V>& v) {
+          return probe(t, scaled_fake_quant(t, t.view(x.data(), x.rows(), x.cols()), WeightScales<double>{V{}, v[0], op}, q, v[1]));
+        });
+    }
+  Tape<double> t;
+  const MD x = rnd(2, 4, 45), bad = rnd(1, 3, 46);
+  REQUIRE_THROWS_WITH(scaled_fake_quant(t, t.view(x.data(), 2, 4), WeightScales<double>{t.view(bad.data(), 1, 3), V{}, RowScale::none},
+                                        FakeQuantSpec{4, false, Grid::minmax, 0}),
+                      Catch::Contains("input-channel scale is 1x3, expected 1x4"));
+}
+
+TEST_CASE("LET's fused scales equal the unfused ops, and their gradients do not depend on the threads", "[autodiff][let]") {
+  using MF = Mat<float>;
+  const Eigen::Index R = 96, C = 200, ng = 200 / 32 + 1;
+  const MF W = rnd(R, C, 50).cast<float>(), c0 = rnd(1, C, 51, 0.5, 2).cast<float>(), r0 = rnd(R, 1, 52, 0.5, 2).cast<float>();
+  const MF up0 = rnd(R, ng, 53, 1, 4).cast<float>(), probe_w = rnd(R, C, 54).cast<float>();
+  const FakeQuantSpec q{4, false, Grid::omniquant, 32};
+  struct Out {
+    MF y, gc, gr, gu;
+  };
+  const auto run = [&](bool fused, RowScale op) {
+    Tape<float> t;
+    MF c = c0, r = r0, u = up0, gc = MF::Zero(1, C), gr = MF::Zero(R, 1), gu = MF::Zero(R, ng);
+    const Var<float> vc = t.parameter(c.data(), gc.data(), 1, C), vr = t.parameter(r.data(), gr.data(), R, 1);
+    const Var<float> vu = t.parameter(u.data(), gu.data(), R, ng), w = t.view(W.data(), R, C);
+    Var<float> y;
+    if (fused) {
+      y = scaled_fake_quant(t, w, WeightScales<float>{vc, vr, op}, q, vu);
+    } else {
+      const Var<float> a = mul_channels(t, w, vc);
+      y = fake_quant(t, op == RowScale::mul ? mul_rows(t, a, vr) : div_rows(t, a, vr), q, vu);
+    }
+    t.backward(dot(t, y, t.view(probe_w.data(), R, C)));
+    return Out{MF(y.val()), gc, gr, gu};
+  };
+  for (RowScale op : {RowScale::mul, RowScale::div}) {
+    INFO("row op " << int(op));
+    const Out a = run(false, op), b = run(true, op);
+    REQUIRE(a.y == b.y);  // the same float operations in the same order
+    REQUIRE(a.gc == b.gc);  // each column's sum over rows in row order, as mul_channels
+    REQUIRE((a.gr - b.gr).cwiseAbs().maxCoeff() <= 1e-5f * a.gr.cwiseAbs().maxCoeff());  // a row's sum: Eigen's order
+    REQUIRE(a.gu == b.gu);
+    set_num_threads(1);
+    const Out s = run(true, op);
+    set_num_threads(2);
+    const Out p = run(true, op);
+    REQUIRE(s.y == p.y);
+    REQUIRE(s.gc == p.gc);
+    REQUIRE(s.gr == p.gr);
+    REQUIRE(s.gu == p.gu);
+  }
+}
+
 TEST_CASE("the float forwards equal the model's ops and the quantizer's fake quantization", "[autodiff]") {
   using MF = Mat<float>;
   Tape<float> t;

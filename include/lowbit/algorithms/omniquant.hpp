@@ -256,7 +256,8 @@ class OmniQuantTrainer {
     using namespace ad;
     Tape<float>& t = tape_;
     BlockVars<float> v = block_views(t, blk_);
-    std::array<Var<float>, 7> W = v.W;
+    // LET's scales on each linear's weight (fused into its fake quantization: no scaled copy on the tape)
+    std::array<WeightScales<float>, 7> ws;
     if (o_.let) {
       std::array<Var<float>, 4> s;
       for (std::size_t g = 0; g < 4; ++g)
@@ -264,25 +265,26 @@ class OmniQuantTrainer {
       const Var<float> sqk = truncate_ste(t, opt_.var(t, let_qk_), 1e-2f);
       const Var<float> sq = reshape(t, gather(t, sqk, q_idx_), cfg_.dim, 1);
       const Var<float> sk = reshape(t, gather(t, sqk, k_idx_), cfg_.kv_dim(), 1);
-      const auto w = [&](Role r) -> Var<float>& { return W[std::size_t(r)]; };
+      const auto w = [&](Role r) -> WeightScales<float>& { return ws[std::size_t(r)]; };
       // fold_scales' order: group 0, the Q/K scale, v -> o, group 2
       v.attn_norm = div(t, v.attn_norm, s[0]);
-      for (Role r : {Role::q, Role::k, Role::v}) w(r) = mul_channels(t, w(r), s[0]);
-      w(Role::q) = div_rows(t, w(Role::q), sq);
-      w(Role::k) = mul_rows(t, w(Role::k), sk);
+      for (Role r : {Role::q, Role::k, Role::v}) w(r).col = s[0];
+      w(Role::q).row = sq, w(Role::q).op = RowScale::div;
+      w(Role::k).row = sk, w(Role::k).op = RowScale::mul;
       if (v.b[0].v) v.b[0] = div(t, v.b[0], reshape(t, sq, 1, cfg_.dim));  // Qwen2's q/k/v biases follow their rows
       if (v.b[1].v) v.b[1] = mul(t, v.b[1], reshape(t, sk, 1, cfg_.kv_dim()));
       if (s[1].v) {
-        w(Role::v) = div_rows(t, w(Role::v), reshape(t, s[1], cfg_.dim, 1));
+        w(Role::v).row = reshape(t, s[1], cfg_.dim, 1), w(Role::v).op = RowScale::div;
         if (v.b[2].v) v.b[2] = div(t, v.b[2], s[1]);
-        w(Role::o) = mul_channels(t, w(Role::o), s[1]);
+        w(Role::o).col = s[1];
       }
       v.ffn_norm = div(t, v.ffn_norm, s[2]);
-      for (Role r : {Role::gate, Role::up}) w(r) = mul_channels(t, w(r), s[2]);
+      for (Role r : {Role::gate, Role::up}) w(r).col = s[2];
     }
     for (Role r : all_roles) {
       const std::size_t i = std::size_t(r);
-      v.W[i] = o_.lwc ? fake_quant(t, W[i], spec_[i], opt_.var(t, up_[i]), opt_.var(t, low_[i])) : fake_quant(t, W[i], spec_[i]);
+      v.W[i] = o_.lwc ? scaled_fake_quant(t, v.W[i], ws[i], spec_[i], opt_.var(t, up_[i]), opt_.var(t, low_[i]))
+                      : scaled_fake_quant(t, v.W[i], ws[i], spec_[i]);
     }
     return v;
   }

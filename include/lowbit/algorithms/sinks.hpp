@@ -2,6 +2,8 @@
 //   ModelSink      keeps the fake-quantized model (and optionally the transformed one) resident, for evaluation
 //                  and tests; collects AWQ artifacts for the scale / clip files
 //   HfSink         streams the fake-quantized or the transformed model into a Hugging Face folder, block by block
+//   GgufSink       streams the quantized model into a llama.cpp GGUF file (formats/gguf_export.hpp), the
+//                  method's own codes where its grid is the block format
 //   SinkFan        hands each block to several sinks
 #pragma once
 
@@ -9,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../formats/gguf_export.hpp"
 #include "../formats/hf.hpp"
 #include "pipeline.hpp"
 
@@ -62,6 +65,17 @@ class HfSink final : public BlockSink {
  private:
   HfWriter w_;
   Weights which_;
+};
+
+class GgufSink final : public BlockSink {
+ public:
+  GgufSink(const Model& base, const Tokenizer* tok, const std::string& path, GgmlType type) : w_(base, tok, path, type) {}
+  void block(const FinishedBlock& b) override { w_.block(b.index, b.fake, &b.quantized); }
+  void commit() { w_.commit(); }
+  const GgufModelWriter& writer() const { return w_; }
+
+ private:
+  GgufModelWriter w_;
 };
 
 class SinkFan final : public BlockSink {

@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
 #include "../core/error.hpp"
 #include "../core/parallel.hpp"
@@ -77,79 +78,133 @@ T row_fake_quant_grad(const T* x, const T* dy, T* dx, Eigen::Index n, T s, T z, 
 }
 }  // namespace detail
 
+// LET's scaling of a weight, fused into its fake quantization (OmniQuant's smooth_and_quant_temporary: the
+// weight times its input channels' scale, and for q / k / v its output channels' scale or inverse):
+//   x'[r, c] = (x[r, c] col[c]) op row[r],   op: none, *, /   (the float operations in this order)
+// col [1, C] and row [R, 1]; either may be absent.
+enum class RowScale { none, mul, div };
 template <class T>
-Var<T> fake_quant(Tape<T>& tape, Var<T> x, const FakeQuantSpec& q, Var<T> up = {}, Var<T> low = {}) {
+struct WeightScales {
+  Var<T> col;  // [1, C]
+  Var<T> row;  // [R, 1]
+  RowScale op = RowScale::none;
+  bool any() const { return col.v || row.v; }
+};
+
+// y = fake_quant(x') with x' as above.  x' is formed a row at a time and never stored: the backward forms it
+// again.  Its adjoint dx' (a row) gives
+//   d row[r] += sum_c dx'[r, c] x''[r, c]  (op *: x'' = x col; op /: -x' / row[r]),   dx'' = dx' (op) row[r],
+//   d col[c] += sum_r dx''[r, c] x[r, c]   (summed over rows in row order),           dx += dx'' col,
+// the products of mul_channels / mul_rows / div_rows (autodiff/ops.hpp) one after the other, without their
+// weight-sized values and adjoints.
+template <class T>
+Var<T> scaled_fake_quant(Tape<T>& tape, Var<T> x, const WeightScales<T>& sc, const FakeQuantSpec& q, Var<T> up = {},
+                         Var<T> low = {}) {
   if (q.bits < 2 || q.bits > 8) fail("fake_quant: ", q.bits, " bits (2..8)");
   const Eigen::Index G = q.group > 0 ? q.group : x.cols, R = x.rows, C = x.cols, ng = (C + G - 1) / G;
   for (const Var<T>* l : {&up, &low})
     if (l->v && (l->rows != R || l->cols != ng))
       fail("fake_quant: clip logits are ", l->rows, "x", l->cols, ", expected ", R, "x", ng, " (rows x groups)");
-  Var<T> y = tape.make(R, C, any_grad(tape, x, up, low));
+  if (sc.col.v && (sc.col.rows != 1 || sc.col.cols != C))
+    fail("fake_quant: the input-channel scale is ", sc.col.rows, "x", sc.col.cols, ", expected 1x", C);
+  if (bool(sc.row.v) != (sc.op != RowScale::none) || (sc.row.v && (sc.row.rows != R || sc.row.cols != 1)))
+    fail("fake_quant: the output-channel scale is ", sc.row.rows, "x", sc.row.cols, ", expected ", R, "x1 with an operation");
+  const Var<T> col = sc.col, row = sc.row;
+  const RowScale op = sc.op;
+  const bool scaled = sc.any();
+  Var<T> y = tape.make(R, C, any_grad(tape, x, up, low, col, row));
   // per group: scale, zero, the ratios' inputs and the range (for backward)
   T* S = tape.arena().template alloc_array<T>(R * ng * 6);
   using Mode = typename StraightThrough<T>::Mode;
   StraightThrough<T>& st = tape.straight_through();
   const T qmax = T(qmax_of(q.bits));
-  const auto group = [&, G, C, ng](std::int64_t r, Eigen::Index g) {
-    const Eigen::Index c0 = g * G, w = std::min(G, C - c0);
-    const T* p = x.v + r * C + c0;
-    T* o = y.v + r * C + c0;
-    // outside record / replay the group's min and max values suffice (the row kernels); the log needs their places
-    T mx, mn;
-    if (st.mode == Mode::off) {
-      if (!detail::row_minmax(p, w, mn, mx)) fail("fake_quant: non-finite value in row ", r, ", group ", g);
-    } else {
-      Eigen::Index imx = 0, imn = 0;
-      bool finite = true;
-      for (Eigen::Index i = 0; i < w; ++i) {
-        finite &= std::isfinite(p[i]);
-        if (p[i] > p[imx]) imx = i;
-        if (p[i] < p[imn]) imn = i;
+  using Buf = std::vector<T, Eigen::aligned_allocator<T>>;
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  using MapA = Eigen::Map<Arr, Eigen::AlignedMax>;  // the buffers' alignment: Eigen's reductions peel nothing, whichever thread
+  using MapCA = Eigen::Map<const Arr>;
+  // x' of row r: x's own row, or (x col) in w1 and then (w1 op row) in w2 (thread-local buffers)
+  const auto source = [x, col, row, op, scaled, C](std::int64_t r, Buf& w1, Buf& w2) -> const T* {
+    const T* xr = x.v + r * C;
+    if (!scaled) return xr;
+    w1.resize(std::size_t(C)), w2.resize(std::size_t(C));
+    MapA a(w1.data(), C), b(w2.data(), C);
+    if (col.v) a = MapCA(xr, C) * MapCA(col.v, C);
+    else a = MapCA(xr, C);
+    if (op == RowScale::none) return w1.data();
+    if (op == RowScale::mul) b = a * row.v[r];
+    else b = a / row.v[r];
+    return w2.data();
+  };
+  const auto fwd_row = [&, G, C, ng](std::int64_t r) {
+    static thread_local Buf w1, w2;
+    const T* xr = source(r, w1, w2);
+    for (Eigen::Index g = 0; g < ng; ++g) {
+      const Eigen::Index c0 = g * G, w = std::min(G, C - c0);
+      const T* p = xr + c0;
+      T* o = y.v + r * C + c0;
+      // outside record / replay the group's min and max values suffice (the row kernels); the log needs their places
+      T mx, mn;
+      if (st.mode == Mode::off) {
+        if (!detail::row_minmax(p, w, mn, mx)) fail("fake_quant: non-finite value in row ", r, ", group ", g);
+      } else {
+        Eigen::Index imx = 0, imn = 0;
+        bool finite = true;
+        for (Eigen::Index i = 0; i < w; ++i) {
+          finite &= std::isfinite(p[i]);
+          if (p[i] > p[imx]) imx = i;
+          if (p[i] < p[imn]) imn = i;
+        }
+        if (!finite) fail("fake_quant: non-finite value in row ", r, ", group ", g);
+        if (st.mode == Mode::record) st.put(T(imx)), st.put(T(imn));
+        if (st.mode == Mode::replay) imx = Eigen::Index(st.get()), imn = Eigen::Index(st.get());
+        mx = p[imx] + T(0), mn = p[imn] + T(0);  // -0 -> +0, as Quantizer::fit_range
       }
-      if (!finite) fail("fake_quant: non-finite value in row ", r, ", group ", g);
-      if (st.mode == Mode::record) st.put(T(imx)), st.put(T(imn));
-      if (st.mode == Mode::replay) imx = Eigen::Index(st.get()), imn = Eigen::Index(st.get());
-      mx = p[imx] + T(0), mn = p[imn] + T(0);  // -0 -> +0, as Quantizer::fit_range
-    }
-    const T su = up.v ? lwc_ratio(up.v[r * ng + g]) : T(1), sl = low.v ? lwc_ratio(low.v[r * ng + g]) : T(1);
-    const T xmax = up.v ? mx * su : mx, xmin = low.v ? mn * sl : mn;
-    BasicGroupParams<T> gp = group_params_t<T>(q.grid, q.bits, q.symmetric, xmin, xmax, T(0));
-    if (st.mode == Mode::record) st.put(gp.zero);
-    if (st.mode == Mode::replay) gp.zero = st.get();
-    T* s = S + (r * ng + g) * 6;
-    s[0] = gp.scale, s[1] = gp.zero, s[2] = xmin, s[3] = xmax, s[4] = mx, s[5] = mn;
-    if (st.mode == Mode::off) return detail::row_fake_quant(p, o, w, gp.scale, gp.zero, qmax);
-    for (Eigen::Index i = 0; i < w; ++i) {
-      const T v = p[i] / gp.scale;
-      T off = std::nearbyint(v) - v;
-      if (st.mode == Mode::record) st.put(off);
-      if (st.mode == Mode::replay) off = st.get();
-      const T c = v + off + gp.zero;
-      int side = c < T(0) ? -1 : c > qmax ? 1 : 0;
-      if (st.mode == Mode::record) st.put(T(side));
-      if (st.mode == Mode::replay) side = int(st.get());
-      const T code = side < 0 ? T(0) : side > 0 ? qmax : c;
-      o[i] = (code - gp.zero) * gp.scale;
+      const T su = up.v ? lwc_ratio(up.v[r * ng + g]) : T(1), sl = low.v ? lwc_ratio(low.v[r * ng + g]) : T(1);
+      const T xmax = up.v ? mx * su : mx, xmin = low.v ? mn * sl : mn;
+      BasicGroupParams<T> gp = group_params_t<T>(q.grid, q.bits, q.symmetric, xmin, xmax, T(0));
+      if (st.mode == Mode::record) st.put(gp.zero);
+      if (st.mode == Mode::replay) gp.zero = st.get();
+      T* s = S + (r * ng + g) * 6;
+      s[0] = gp.scale, s[1] = gp.zero, s[2] = xmin, s[3] = xmax, s[4] = mx, s[5] = mn;
+      if (st.mode == Mode::off) {
+        detail::row_fake_quant(p, o, w, gp.scale, gp.zero, qmax);
+        continue;
+      }
+      for (Eigen::Index i = 0; i < w; ++i) {
+        const T v = p[i] / gp.scale;
+        T off = std::nearbyint(v) - v;
+        if (st.mode == Mode::record) st.put(off);
+        if (st.mode == Mode::replay) off = st.get();
+        const T c = v + off + gp.zero;
+        int side = c < T(0) ? -1 : c > qmax ? 1 : 0;
+        if (st.mode == Mode::record) st.put(T(side));
+        if (st.mode == Mode::replay) side = int(st.get());
+        const T code = side < 0 ? T(0) : side > 0 ? qmax : c;
+        o[i] = (code - gp.zero) * gp.scale;
+      }
     }
   };
-  if (st.mode == Mode::off) {
-    parallel_for(R, [&](std::int64_t r) {
-      for (Eigen::Index g = 0; g < ng; ++g) group(r, g);
-    }, C * 8);
-  } else {  // the log is sequential
-    for (Eigen::Index r = 0; r < R; ++r)
-      for (Eigen::Index g = 0; g < ng; ++g) group(r, g);
-  }
-  if (y.requires_grad())
-    tape.record([x, y, up, low, q, S, G, C, ng, qmax] {
+  if (st.mode == Mode::off) parallel_for(R, fwd_row, C * 8);
+  else  // the log is sequential
+    for (Eigen::Index r = 0; r < R; ++r) fwd_row(r);
+  if (y.requires_grad()) {
+    // (x'' col-scale products per element, summed over rows after the row loop: d col's row-order sum)
+    T* U = col.g && tape.recording() ? tape.arena().template alloc_array<T>(R * C) : nullptr;
+    tape.record([x, y, up, low, q, S, G, C, ng, qmax, col, row, op, scaled, U, source] {
+      const bool need_dx = x.g || col.g || row.g;
       parallel_for(x.rows, [&](std::int64_t r) {
+        static thread_local Buf w1, w2, dbuf;
+        const T* xr = source(r, w1, w2);
+        T* dxr = nullptr;  // the adjoint of x' (row r): x's own when unscaled
+        if (scaled && need_dx) dbuf.assign(std::size_t(C), T(0)), dxr = dbuf.data();
+        else if (x.g) dxr = x.g + r * C;
         for (Eigen::Index g = 0; g < ng; ++g) {
           const Eigen::Index c0 = g * G, w = std::min(G, C - c0);
-          const T* p = x.v + r * C + c0;
+          const T* p = xr + c0;
           const T* d = y.g + r * C + c0;
           const T* s = S + (r * ng + g) * 6;
           const T scale = s[0], zero = s[1];
-          const T ds = detail::row_fake_quant_grad(p, d, x.g ? x.g + r * C + c0 : nullptr, w, scale, zero, qmax);
+          const T ds = detail::row_fake_quant_grad(p, d, dxr ? dxr + c0 : nullptr, w, scale, zero, qmax);
           const auto dsd = scale_derivative<T>(q.grid, q.bits, q.symmetric, s[2], s[3]);
           const T dxmin = ds * dsd[0], dxmax = ds * dsd[1];
           const T mx = s[4], mn = s[5];
@@ -164,17 +219,45 @@ Var<T> fake_quant(Tape<T>& tape, Var<T> x, const FakeQuantSpec& q, Var<T> up = {
             if (low.g) low.g[r * ng + g] += dxmin * mn * sl * (T(1) - sl);
             dmn = dxmin * sl;
           }
-          if (!x.g) continue;
+          if (!dxr) continue;
           int nmx = 0, nmn = 0;
           for (Eigen::Index i = 0; i < w; ++i) nmx += p[i] + T(0) == mx, nmn += p[i] + T(0) == mn;
           for (Eigen::Index i = 0; i < w; ++i) {
-            if (p[i] + T(0) == mx) x.g[r * C + c0 + i] += dmx / T(nmx);
-            if (p[i] + T(0) == mn) x.g[r * C + c0 + i] += dmn / T(nmn);
+            if (p[i] + T(0) == mx) dxr[c0 + i] += dmx / T(nmx);
+            if (p[i] + T(0) == mn) dxr[c0 + i] += dmn / T(nmn);
           }
         }
+        if (!scaled || !dxr) return;
+        // back through the row scale (in place: dx' becomes dx''), then the column scale
+        MapA dd(dxr, C);
+        if (op == RowScale::div) {
+          if (row.g) row.g[r] += -(dd * MapA(w2.data(), C)).sum() / row.v[r];
+          dd = dd / row.v[r];
+        } else if (op == RowScale::mul) {
+          if (row.g) row.g[r] += (dd * MapA(w1.data(), C)).sum();
+          dd = dd * row.v[r];
+        }
+        if (U) Eigen::Map<Arr>(U + r * C, C) = dd * MapCA(x.v + r * C, C);
+        if (x.g) {
+          Eigen::Map<Arr> gx(x.g + r * C, C);
+          if (col.v) gx += dd * MapCA(col.v, C);
+          else gx += dd;
+        }
       }, C * 8);
+      if (U)  // each column's sum over rows in row order, columns in parallel chunks
+        parallel_for((C + 63) / 64, [&](std::int64_t k) {
+          const std::int64_t c0 = k * 64, c1 = std::min<std::int64_t>(c0 + 64, C);
+          for (Eigen::Index r = 0; r < x.rows; ++r)
+            for (std::int64_t c = c0; c < c1; ++c) col.g[c] += U[r * C + c];
+        }, 64 * x.rows);
     });
+  }
   return y;
+}
+
+template <class T>
+Var<T> fake_quant(Tape<T>& tape, Var<T> x, const FakeQuantSpec& q, Var<T> up = {}, Var<T> low = {}) {
+  return scaled_fake_quant(tape, x, WeightScales<T>{}, q, up, low);
 }
 
 }  // namespace lowbit::ad

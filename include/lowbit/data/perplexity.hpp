@@ -5,6 +5,11 @@
 // 1..seq_len-1 from the ids before them.  PPL = exp(mean NLL over all those predictions).  NLLs are summed
 // in double in window order, so the result does not depend on the thread count.  A non-finite loss is an error
 // that names the window and the place (block, linear) where the forward first turned non-finite.
+//
+// Scoring::llama_perplexity is llama.cpp's rule (examples/perplexity/perplexity.cpp, perplexity()): the same
+// windows ("chunks" of n_ctx), each window's first token replaced by BOS, and only the second half scored --
+// logits rows first = L/2 .. L-2 predicting ids first+1 .. L-1, L - 1 - L/2 predictions per window -- so lowbit's
+// figure and llama-perplexity's can be compared directly on the same token stream.
 #pragma once
 
 #include <chrono>
@@ -59,8 +64,15 @@ inline std::string locate_nonfinite(const Model& m, const std::vector<int>& toke
   return "";
 }
 
+enum class Scoring {
+  all,               // every prediction of every window (GPTQ / AWQ / OmniQuant)
+  llama_perplexity   // llama.cpp's llama-perplexity: BOS first, the second half of each window scored
+};
+
 struct PerplexityOptions {
   std::int64_t max_tokens = -1;     // use only the stream's first max_tokens ids (<= 0: all)
+  Scoring scoring = Scoring::all;
+  int bos = 1;                      // Scoring::llama_perplexity: the id put at each window's start
   std::int64_t chunk_tokens = 8192;  // windows per forward: about this many tokens
   std::function<void(std::int64_t windows_done, std::int64_t windows)> progress;  // after each chunk
 };
@@ -80,15 +92,21 @@ inline PerplexityResult perplexity(const Model& m, const std::vector<int>& strea
   PerplexityResult r;
   r.windows = n / seq_len;
   if (r.windows == 0) fail("perplexity: ", n, " tokens is shorter than one window of ", seq_len);
+  const bool llama = o.scoring == Scoring::llama_perplexity;
+  const int first = llama ? seq_len / 2 : 0, scored = seq_len - 1 - first;
+  if (scored < 1) fail("perplexity: windows of ", seq_len, " tokens leave nothing to score under llama-perplexity's rule");
+  if (llama && (o.bos < 0 || o.bos >= m.cfg.vocab_size)) fail("perplexity: BOS id ", o.bos, " is outside the vocabulary");
   double total = 0.0;
   const std::int64_t batch = std::max<std::int64_t>(1, o.chunk_tokens / seq_len);
   for (std::int64_t w0 = 0; w0 < r.windows; w0 += batch) {
     const std::int64_t nw = std::min<std::int64_t>(batch, r.windows - w0);
     std::vector<int> tokens(stream.begin() + w0 * seq_len, stream.begin() + (w0 + nw) * seq_len);
+    if (llama)
+      for (std::int64_t w = 0; w < nw; ++w) tokens[std::size_t(w * seq_len)] = o.bos;
     const MatrixRM logits = forward(m, tokens, seq_len);
     for (std::int64_t w = 0; w < nw; ++w) {
-      std::vector<int> targets(tokens.begin() + w * seq_len + 1, tokens.begin() + (w + 1) * seq_len);
-      const double s = sum_nll(logits, targets, w * seq_len, seq_len - 1);
+      std::vector<int> targets(tokens.begin() + w * seq_len + first + 1, tokens.begin() + (w + 1) * seq_len);
+      const double s = sum_nll(logits, targets, w * seq_len + first, scored);
       if (!std::isfinite(s)) {
         const std::vector<int> win(tokens.begin() + w * seq_len, tokens.begin() + (w + 1) * seq_len);
         const std::string where = locate_nonfinite(m, win, seq_len);
@@ -100,7 +118,7 @@ inline PerplexityResult perplexity(const Model& m, const std::vector<int>& strea
     }
     if (o.progress) o.progress(w0 + nw, r.windows);
   }
-  r.predictions = r.windows * (seq_len - 1);
+  r.predictions = r.windows * scored;
   r.nll = total / double(r.predictions);
   r.ppl = std::exp(r.nll);
   if (!std::isfinite(r.ppl)) fail("perplexity: the mean loss ", r.nll, " gives a perplexity that overflows a double");

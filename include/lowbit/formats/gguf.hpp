@@ -1,4 +1,4 @@
-// lowbit/formats/gguf.hpp -- LLaMA-architecture GGUF files (F32 / F16 / BF16 tensors).
+// lowbit/formats/gguf.hpp -- LLaMA-architecture GGUF files (F32 / F16 / BF16, Q4_0 / Q4_1 / Q8_0 tensors).
 //
 // Metadata read: general.architecture ("llama"), llama.embedding_length, .feed_forward_length, .block_count,
 // .attention.head_count, .attention.head_count_kv, .context_length, .rope.freq_base,
@@ -14,6 +14,7 @@
 #include <string>
 
 #include "../io/gguf.hpp"
+#include "../pack/ggml.hpp"
 #include "../model/llama.hpp"
 #include "../data/tokenizer.hpp"
 
@@ -35,11 +36,18 @@ inline void gguf_read(const GgufFile& f, const std::string& name, std::uint64_t 
     fail(f.path(), ": tensor '", name, "' has ne [", s, "], expected [", cols, rows == 1 ? "" : ", " + std::to_string(rows), "]");
   }
   DType d;
-  if (!ggml_type_to_dtype(t.ggml_type, d))
+  const bool block = is_block_type(GgmlType(t.ggml_type));
+  if (!block && !ggml_type_to_dtype(t.ggml_type, d))
     fail(f.path(), ": tensor '", name, "' has ggml type ", ggml_type_name(t.ggml_type),
-         " (only F32, F16 and BF16 load so far)");
+         " (lowbit reads F32, F16, BF16, Q4_0, Q4_1 and Q8_0)");
   if (out) {
-    convert_to_float(d, t.data, std::size_t(rows * cols), out);
+    if (block) {
+      const std::size_t rb = ggml_row_bytes(GgmlType(t.ggml_type), std::int64_t(cols));
+      for (std::uint64_t r = 0; r < rows; ++r)
+        ggml_dequantize_row(GgmlType(t.ggml_type), t.data + r * rb, out + r * cols, std::int64_t(cols));
+    } else {
+      convert_to_float(d, t.data, std::size_t(rows * cols), out);
+    }
     for (std::uint64_t i = 0; i < rows * cols; ++i)
       if (!std::isfinite(out[i])) fail(f.path(), ": tensor '", name, "' has a non-finite value at element ", i);
   }

@@ -8,7 +8,7 @@
 //      dimension: a row-major [rows, cols] matrix has ne = {cols, rows}), u32 ggml type, u64 offset;
 //   4. padding to `general.alignment` (u32, default 32), then the data section; a tensor's bytes start at
 //      data_start + offset (offsets are multiples of the alignment).
-// ggml types read as float here: 0 F32, 1 F16, 30 BF16 (quantized types come with the export issue).
+// ggml types read here: 0 F32, 1 F16, 30 BF16, and the block types 2 Q4_0, 3 Q4_1, 8 Q8_0 (pack/ggml.hpp).
 // The reader checks every length and offset against the file and names the file, key or tensor in errors.
 #pragma once
 
@@ -17,6 +17,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "../core/dtype.hpp"
@@ -56,6 +57,49 @@ inline std::string ggml_type_name(std::uint32_t t) {
                                       "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",  "IQ2_S",  "IQ4_XS",
                                       "I8",     "I16",   "I32",     "I64",    "F64",    "IQ1_M",  "BF16"};
   return t < sizeof(names) / sizeof(names[0]) ? names[t] : "unknown type " + std::to_string(t);
+}
+
+// ggml.h enum ggml_type values of the types lowbit writes.
+enum class GgmlType : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8 };
+
+constexpr std::int64_t kGgmlBlock = 32;  // QK4_0 = QK4_1 = QK8_0
+
+inline const char* to_string(GgmlType t) {
+  switch (t) {
+    case GgmlType::f32: return "f32";
+    case GgmlType::f16: return "f16";
+    case GgmlType::q4_0: return "q4_0";
+    case GgmlType::q4_1: return "q4_1";
+    case GgmlType::q8_0: return "q8_0";
+  }
+  return "?";
+}
+
+inline GgmlType parse_ggml_type(std::string_view s) {
+  for (GgmlType t : {GgmlType::f32, GgmlType::f16, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q8_0})
+    if (s == to_string(t)) return t;
+  fail("unknown GGUF tensor type '", std::string(s), "' (expected q4_0, q4_1, q8_0, f16 or f32)");
+}
+
+inline bool is_block_type(GgmlType t) { return t == GgmlType::q4_0 || t == GgmlType::q4_1 || t == GgmlType::q8_0; }
+
+// Bytes of one block of 32 (block types) or of one element (f32, f16).
+inline std::size_t ggml_unit_bytes(GgmlType t) {
+  switch (t) {
+    case GgmlType::f32: return 4;
+    case GgmlType::f16: return 2;
+    case GgmlType::q4_0: return 18;
+    case GgmlType::q4_1: return 20;
+    case GgmlType::q8_0: return 34;
+  }
+  return 0;
+}
+
+// Bytes of a row of n elements; a block type needs n to be a multiple of 32.
+inline std::size_t ggml_row_bytes(GgmlType t, std::int64_t n) {
+  if (!is_block_type(t)) return std::size_t(n) * ggml_unit_bytes(t);
+  if (n % kGgmlBlock) fail("ggml ", to_string(t), ": a row of ", n, " elements is not a whole number of blocks of 32");
+  return std::size_t(n / kGgmlBlock) * ggml_unit_bytes(t);
 }
 
 inline bool ggml_type_to_dtype(std::uint32_t t, DType& d) {
@@ -188,7 +232,15 @@ class GgufFile {
         numel *= e;
       }
       if (off % align != 0) fail(path(), ": tensor '", t.name, "' at offset ", off, " is not aligned to ", align);
-      t.nbytes = ggml_type_to_dtype(t.ggml_type, d) ? numel * dtype_size(d) : 0;
+      t.nbytes = 0;  // an unknown type: the loader refuses it by name
+      if (ggml_type_to_dtype(t.ggml_type, d)) {
+        t.nbytes = numel * dtype_size(d);
+      } else if (is_block_type(GgmlType(t.ggml_type))) {
+        if (t.ne[0] % std::uint64_t(kGgmlBlock))
+          fail(path(), ": tensor '", t.name, "' of type ", ggml_type_name(t.ggml_type), " has rows of ", t.ne[0],
+               " elements, not a whole number of blocks of 32");
+        t.nbytes = numel / std::uint64_t(kGgmlBlock) * ggml_unit_bytes(GgmlType(t.ggml_type));
+      }
       if (off > file_.size() - data_start || t.nbytes > file_.size() - data_start - off)
         fail(path(), ": tensor '", t.name, "' at offset ", off, " (", t.nbytes, " bytes) lies outside the file (truncated?)");
       t.data = file_.data() + data_start + off;
@@ -270,37 +322,79 @@ struct GgufWriter {
     tensors.push_back(std::move(t));
   }
 
-  void write(const std::string& path) const {
-    const std::uint64_t align = 32;
+  void write(const std::string& path) const;
+};
+
+// A GGUF file written front to back: the header (metadata and every tensor's name, shape, type and size) first,
+// then each tensor's bytes in the order of the header -- so a model is written a block at a time, never held
+// whole.  Atomic (io/atomic_file.hpp): until commit() the file exists only under a temporary name.
+class GgufStream {
+ public:
+  struct Info {
+    std::string name;
+    std::vector<std::uint64_t> ne;  // innermost first
+    std::uint32_t type;
+    std::uint64_t nbytes;
+  };
+  static constexpr std::uint64_t kAlign = 32;  // general.alignment's default
+
+  GgufStream(const std::string& path, const GgufWriter& kv, std::vector<Info> infos) : f_(path), infos_(std::move(infos)) {
     std::vector<std::uint8_t> head;
     head.insert(head.end(), {'G', 'G', 'U', 'F'});
-    put<std::uint32_t>(head, 3);
-    put<std::uint64_t>(head, tensors.size());
-    put<std::uint64_t>(head, n_kv);
-    head.insert(head.end(), kv_bytes.begin(), kv_bytes.end());
+    GgufWriter::put<std::uint32_t>(head, 3);
+    GgufWriter::put<std::uint64_t>(head, infos_.size());
+    GgufWriter::put<std::uint64_t>(head, kv.n_kv);
+    head.insert(head.end(), kv.kv_bytes.begin(), kv.kv_bytes.end());
     std::uint64_t off = 0;
-    std::vector<std::uint64_t> offs;
-    for (const auto& t : tensors) {
-      put_str(head, t.name);
-      put<std::uint32_t>(head, std::uint32_t(t.ne.size()));
-      for (auto e : t.ne) put<std::uint64_t>(head, e);
-      put<std::uint32_t>(head, t.type);
-      put<std::uint64_t>(head, off);
-      offs.push_back(off);
-      off = (off + t.bytes.size() + align - 1) / align * align;
+    for (const Info& t : infos_) {
+      GgufWriter::put_str(head, t.name);
+      GgufWriter::put<std::uint32_t>(head, std::uint32_t(t.ne.size()));
+      for (auto e : t.ne) GgufWriter::put<std::uint64_t>(head, e);
+      GgufWriter::put<std::uint32_t>(head, t.type);
+      GgufWriter::put<std::uint64_t>(head, off);
+      offs_.push_back(off);
+      off = (off + t.nbytes + kAlign - 1) / kAlign * kAlign;
     }
-    head.resize((head.size() + align - 1) / align * align, 0);
-    AtomicFile f(path);
-    f.write(head.data(), head.size());
-    std::uint64_t pos = 0;
-    const std::vector<std::uint8_t> zeros(align, 0);
-    for (std::size_t i = 0; i < tensors.size(); ++i) {
-      f.write(zeros.data(), std::size_t(offs[i] - pos));
-      f.write(tensors[i].bytes.data(), tensors[i].bytes.size());
-      pos = offs[i] + tensors[i].bytes.size();
-    }
-    f.commit();
+    head.resize((head.size() + kAlign - 1) / kAlign * kAlign, 0);
+    f_.write(head.data(), head.size());
   }
+  const std::string& path() const { return f_.path(); }
+  // The next tensor's bytes: the header's next name, in pieces adding up to its size.
+  void write(const std::string& name, const void* data, std::size_t n) {
+    if (next_ >= infos_.size() || infos_[next_].name != name)
+      fail(f_.path(), ": tensor '", name, "' written out of order (expected '",
+           next_ < infos_.size() ? infos_[next_].name : std::string("none: all are written"), "')");
+    const Info& t = infos_[next_];
+    if (written_ == 0) {  // padding up to its offset
+      static const std::uint8_t zeros[kAlign] = {};
+      f_.write(zeros, std::size_t(offs_[next_] - pos_));
+      pos_ = offs_[next_];
+    }
+    if (written_ + n > t.nbytes) fail(f_.path(), ": tensor '", name, "' gets more than its ", t.nbytes, " bytes");
+    f_.write(data, n);
+    written_ += n, pos_ += n;
+    if (written_ == t.nbytes) ++next_, written_ = 0;
+  }
+  void commit() {
+    if (next_ != infos_.size())
+      fail(f_.path(), ": ", infos_.size() - next_, " tensors were never written (the next is '", infos_[next_].name, "')");
+    f_.commit();
+  }
+
+ private:
+  AtomicFile f_;
+  std::vector<Info> infos_;
+  std::vector<std::uint64_t> offs_;
+  std::size_t next_ = 0;
+  std::uint64_t written_ = 0, pos_ = 0;
 };
+
+inline void GgufWriter::write(const std::string& path) const {
+  std::vector<GgufStream::Info> infos;
+  for (const auto& t : tensors) infos.push_back({t.name, t.ne, t.type, t.bytes.size()});
+  GgufStream f(path, *this, std::move(infos));
+  for (const auto& t : tensors) f.write(t.name, t.bytes.data(), t.bytes.size());
+  f.commit();
+}
 
 }  // namespace lowbit
