@@ -4,7 +4,8 @@
 # (protocol P's evaluation: the first 100,352 tokens of the eval text in windows of 256), its size, and the
 # export's own report (which linears hold the method's codes).
 #   stories260K W4 g32 (the 172-wide down projection ragged: F16 in the file); babyllama-tok105 W4 g128.
-#   RTN runs on llama.cpp's own grid (--grid ggml: Q4_0 / Q4_1's reference quantizer, bit for bit);
+#   llama.cpp's own RTN is `lowbit convert --gguf-type q4_0|q4_1` (its reference quantizers, bit for bit; a row that
+#   is not whole blocks stays F16 of the float weights there, as llama.cpp does);
 #   AWQ, GPTQ, AWQ+GPTQ on their reference grids; awq+omniquant (5 epochs) on the minmax grid (symmetric
 #   OmniQuant's own grid has z = 2^(b-1) - 1, no Q4_0).  Calibration as protocol P.
 # Prints one line per file: model, method, type, ppl of the method's fake-quantized model (quantize --eval), ppl of
@@ -38,7 +39,6 @@ table() {  # name, group, then the model / data arguments
   local name=$1 g=$2
   shift 2
   for type in q4_0 q4_1; do
-    one "$name" rtn "$type" --wbits 4 --group "$g" --ragged --grid ggml "$@"
     one "$name" awq "$type" --wbits 4 --group "$g" --ragged "$@"
     one "$name" gptq "$type" --wbits 4 --group "$g" --ragged "$@"
     one "$name" awq+gptq "$type" --wbits 4 --group "$g" --ragged "$@"
@@ -55,6 +55,13 @@ if [ "$which" = all ] || [ "$which" = stories ]; then
     printf 'stories    F32 GGUF, --scoring %-17s ppl %s\n' "$scoring" "$("$LOWBIT" eval --threads 2 --quiet \
       --model "$out/stories-f32.gguf" "${EVAL[@]}" --seq-len 256 --scoring "$scoring" --json | \
       python3 -c 'import json,sys; print(round(json.load(sys.stdin)["ppl"], 4))')"
+  done
+  for type in q4_0 q4_1; do
+    "$LOWBIT" convert --threads 2 --quiet --model "$S/models/stories260K/stories260K.bin" --save-gguf "$out/stories-rtn-$type.gguf" \
+      --gguf-type "$type" > /dev/null
+    printf 'stories    llama.cpp RTN  %-5s gguf %s  %s bytes\n' "$type" "$("$LOWBIT" eval --threads 2 --quiet \
+      --model "$out/stories-rtn-$type.gguf" "${EVAL[@]}" --seq-len 256 --max-tokens 100352 --json | \
+      python3 -c 'import json,sys; print(round(json.load(sys.stdin)["ppl"], 4))')" "$(stat -c %s "$out/stories-rtn-$type.gguf")"
   done
   # shellcheck disable=SC2046
   table stories 32 --model "$S/models/stories260K/stories260K.bin" $(calib "$S/data/tinystories/tinystories_val.calib.txt") \
