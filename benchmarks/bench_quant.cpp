@@ -7,7 +7,8 @@
 // BM_ggml_pack_codes is the GGUF export's packing (pack/ggml.hpp ggml_pack_codes: a method's codes and group
 // parameters -> Q4_0 / Q4_1 blocks) of the weight's codes, beside BM_memcpy_codes, a memcpy of the same codes
 // (one byte per weight); bytes/s counts the codes once for both, so their ratio is the packing's share of memcpy
-// bandwidth (issue 11's target: >= 60 %).
+// bandwidth (issue 11's target: >= 60 %).  BM_pack_autoawq / BM_pack_gptq: the same codes in the AutoAWQ GEMM and
+// GPTQ checkpoint layouts (allocation of the packed tensors included, as the export does).
 //
 //   build/benchmarks/bench_quant --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
@@ -165,11 +166,9 @@ void BM_ggml_pack_codes(benchmark::State& st) {
   const lowbit::QuantizedLinear& q = weight_codes(sym);
   const std::size_t rb = lowbit::ggml_row_bytes(t, q.cols());
   std::vector<std::uint8_t> out(rb * std::size_t(q.rows()), 0);
-  std::atomic<int> refused{0};
+  bool refused = false;
   for (auto _ : st) {
-    lowbit::parallel_for_chunks(q.rows(), 64, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t r = b; r < e; ++r) refused += !lowbit::ggml_pack_codes(t, q, r, out.data() + std::size_t(r) * rb);
-    });
+    refused |= !lowbit::ggml_pack_linear(t, q, out.data(), [](std::int64_t r) { return r; });
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
@@ -178,10 +177,30 @@ void BM_ggml_pack_codes(benchmark::State& st) {
   st.SetLabel(lowbit::to_string(t));
 }
 
+// The AutoAWQ GEMM and GPTQ layouts of the same codes (pack/autoawq.hpp, pack/gptq.hpp), bytes/s as above.
+void BM_pack_autoawq(benchmark::State& st) {
+  const lowbit::QuantizedLinear& q = weight_codes(false);
+  for (auto _ : st) {
+    lowbit::AwqPacked p = lowbit::pack_autoawq(q);
+    benchmark::DoNotOptimize(p.qweight.data());
+  }
+  st.SetBytesProcessed(std::int64_t(st.iterations()) * std::int64_t(q.codes.size()));
+}
+void BM_pack_gptq(benchmark::State& st) {
+  const lowbit::QuantizedLinear& q = weight_codes(false);
+  for (auto _ : st) {
+    lowbit::GptqPacked p = lowbit::pack_gptq(q);
+    benchmark::DoNotOptimize(p.qweight.data());
+  }
+  st.SetBytesProcessed(std::int64_t(st.iterations()) * std::int64_t(q.codes.size()));
+}
+
 }  // namespace
 
 BENCHMARK(BM_memcpy_codes)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ggml_pack_codes)->Arg(1)->Arg(0)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_pack_autoawq)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_pack_gptq)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_memcpy_weight)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_fake_quant, w4g128_asym, W4g128A{})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_fake_quant, w4g128_sym, W4g128S{})->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -5,7 +5,8 @@
 //   lowbit quantize --model PATH --method rtn|awq|gptq|smoothquant|shift|pss|os+|awq+gptq|smoothquant+gptq ...
 //                   (--spec w4a16g128[-sym][-ragged] | w8a8 | --wbits B ... | --quant-type A8W8|WINT8|WINT4)
 //                   [--abits A --act-granularity per_token|per_tensor --act-static --qk-bits B --kv-bits B]
-//                   [--calib FILE ...] [--save-fake DIR] [--save-gguf FILE] [--eval FILE ...] [--json]
+//                   [--calib FILE ...] [--save-fake DIR] [--save-gguf FILE] [--save-awq DIR] [--save-gptq DIR]
+//                   [--eval FILE ...] [--json]
 //   lowbit convert --model PATH --save-gguf FILE [--gguf-type f32|f16|q8_0|q4_0|q4_1] [--tokenizer PATH]
 //                   (llama.cpp's convert + llama-quantize without an importance matrix, in one step)
 //
@@ -268,6 +269,14 @@ void report_gguf(const lowbit::GgufModelWriter& w, const std::string& path) {
                     "reference quantizer, which adds error (see \"gguf\" in --json)");
 }
 
+// The linears each packed checkpoint keeps as fp16 weights, and why.
+Json packed_json(const lowbit::HfPackedSink* awq, const lowbit::HfPackedSink* gptq) {
+  Json j = Json::object();
+  if (awq) j["awq"] = awq->writer().skipped();
+  if (gptq) j["gptq"] = gptq->writer().skipped();
+  return j;
+}
+
 Json gguf_json(const lowbit::GgufModelWriter& w) {
   const GgufSummary s = summarize(w);
   Json tensors = Json::array();
@@ -381,6 +390,7 @@ struct QuantizeArgs {
   // outputs
   std::string save_fake, save_trans, save_scale, save_clip, load_scale, load_clip, save_dtype = "f32";
   std::string save_gguf, gguf_type = "auto";
+  std::string save_awq, save_gptq;
   // evaluation
   std::string eval, fp_eval_from;
   int eval_seq_len = 0;
@@ -591,6 +601,12 @@ void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
                 "bits, q4_1 asymmetric, q8_0 above 4 bits)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "q4_0", "q4_1", "q8_0", "f16", "f32"}))
+      ->group("Outputs");
+  c->add_option("--save-awq", a.save_awq,
+                "write the quantized model as an AutoAWQ GEMM checkpoint folder (4 bits; vLLM / Transformers quant_method awq)")
+      ->group("Outputs");
+  c->add_option("--save-gptq", a.save_gptq,
+                "write the quantized model as a GPTQ checkpoint folder (2 / 3 / 4 / 8 bits, g_idx; quant_method gptq)")
       ->group("Outputs");
   c->add_option("--save-scale", a.save_scale, "write AWQ's scales (safetensors)")->group("Outputs");
   c->add_option("--save-clip", a.save_clip, "write AWQ's clips (safetensors)")->group("Outputs");
@@ -855,6 +871,26 @@ int cmd_quantize(const QuantizeArgs& args) {
   if ((has_shift || has_osplus) && (!a.save_fake.empty() || !a.save_trans.empty()))
     lowbit::fail("--save-fake / --save-trans: the shift (", has_osplus ? "os+" : "shift",
                  ") adds biases and input shifts that a Hugging Face LLaMA cannot hold; evaluate the model with --eval instead");
+  for (const auto& [opt, dir] : {std::pair<const char*, const std::string*>{"--save-awq", &a.save_awq}, {"--save-gptq", &a.save_gptq}}) {
+    if (dir->empty()) continue;
+    if (has_shift || has_osplus)
+      lowbit::fail(opt, ": the shift (", has_osplus ? "os+" : "shift",
+                   ") adds biases and input shifts that a Hugging Face LLaMA cannot hold; evaluate the model with --eval instead");
+    if (!spec.weight_quantized()) lowbit::fail(opt, ": the weights are not quantized (w16); nothing to pack");
+    if (act.on())
+      console.warning(std::string(opt) + " writes the quantized weights; the activation quantization (a" + std::to_string(spec.abits) +
+                      ") is a run-time setting the checkpoint does not hold");
+  }
+  if (!a.save_awq.empty() && spec.wbits != 4)
+    lowbit::fail("--save-awq: the AutoAWQ GEMM layout holds 4-bit weights only (this run: ", spec.wbits, " bits); use --save-gptq");
+  if (!a.save_awq.empty() && a.act_order)
+    lowbit::fail("--save-awq: --act-order's g_idx cannot be written in the AutoAWQ layout; use --save-gptq");
+  if (!a.save_awq.empty() && spec.grid == lowbit::Grid::ggml && !spec.symmetric)
+    lowbit::fail("--save-awq: the ggml grid's asymmetric zero is a float offset, not an integer code; use --grid minmax or gptq");
+  if (!a.save_gptq.empty() && !lowbit::gptq_bits_supported(spec.wbits))
+    lowbit::fail("--save-gptq: the GPTQ layout holds 2, 3, 4 or 8-bit weights (this run: ", spec.wbits, " bits)");
+  if (!a.save_gptq.empty() && spec.grid == lowbit::Grid::ggml && !spec.symmetric)
+    lowbit::fail("--save-gptq: the ggml grid's asymmetric zero is a float offset, not an integer code; use --grid minmax or gptq");
   if ((has_shift || has_osplus) && !a.save_gguf.empty())
     lowbit::fail("--save-gguf: the shift (", has_osplus ? "os+" : "shift",
                  ") adds biases and input shifts that a llama.cpp LLaMA cannot hold; evaluate the model with --eval instead");
@@ -876,13 +912,19 @@ int cmd_quantize(const QuantizeArgs& args) {
   check_input_file("--load-scale", a.load_scale);
   check_input_file("--load-clip", a.load_clip);
   check_input_file("--fp-eval-from", a.fp_eval_from);
-  for (const std::string* d : {&a.save_fake, &a.save_trans})
+  for (const std::string* d : {&a.save_fake, &a.save_trans, &a.save_awq, &a.save_gptq})
     if (!d->empty()) {
       if (same_file(*d, a.model)) lowbit::fail(*d, ": is the input model's folder; choose another output folder");
       lowbit::check_writable_dir(*d);
     }
-  if (!a.save_fake.empty() && !a.save_trans.empty() && a.save_fake == a.save_trans)
-    lowbit::fail("--save-fake and --save-trans name the same folder ", a.save_fake);
+  {
+    const std::vector<std::pair<const char*, const std::string*>> dirs = {
+        {"--save-fake", &a.save_fake}, {"--save-trans", &a.save_trans}, {"--save-awq", &a.save_awq}, {"--save-gptq", &a.save_gptq}};
+    for (std::size_t i = 0; i < dirs.size(); ++i)
+      for (std::size_t j = i + 1; j < dirs.size(); ++j)
+        if (!dirs[i].second->empty() && *dirs[i].second == *dirs[j].second)
+          lowbit::fail(dirs[i].first, " and ", dirs[j].first, " name the same folder ", *dirs[i].second);
+  }
   for (const std::string* f : {&a.save_scale, &a.save_clip, &a.save_gguf})
     if (!f->empty()) lowbit::check_writable_file(*f);
 
@@ -987,6 +1029,18 @@ int cmd_quantize(const QuantizeArgs& args) {
     gguf_out = std::make_unique<lowbit::GgufSink>(m, &*gguf_tok, a.save_gguf, gguf_type);
     sinks.add(gguf_out.get());
   }
+  std::unique_ptr<lowbit::HfPackedSink> awq_out, gptq_out;
+  const lowbit::PackedSpec packed{spec.wbits, spec.group_size, a.percdamp};
+  if (!a.save_awq.empty()) {
+    awq_out = std::make_unique<lowbit::HfPackedSink>(m, a.save_awq, lowbit::PackedFormat::autoawq, packed,
+                                                     std::map<std::string, std::string>{{"lowbit", "AutoAWQ " + desc}});
+    sinks.add(awq_out.get());
+  }
+  if (!a.save_gptq.empty()) {
+    gptq_out = std::make_unique<lowbit::HfPackedSink>(m, a.save_gptq, lowbit::PackedFormat::gptq, packed,
+                                                      std::map<std::string, std::string>{{"lowbit", "GPTQ " + desc}});
+    sinks.add(gptq_out.get());
+  }
   lowbit::PipelineReport rep;
   lowbit::AwqOmniQuantStep1 step1;
   const lowbit_cli::QuantizeRun run{m, calib, a.method, mo, sinks, opt, &step1};
@@ -1008,6 +1062,12 @@ int cmd_quantize(const QuantizeArgs& args) {
   if (gguf_out) {
     gguf_out->commit();
     report_gguf(gguf_out->writer(), a.save_gguf);
+  }
+  for (const auto& [sink, dir] : {std::pair<lowbit::HfPackedSink*, const std::string*>{awq_out.get(), &a.save_awq}, {gptq_out.get(), &a.save_gptq}}) {
+    if (!sink) continue;
+    sink->commit();
+    for (const std::string& why : sink->writer().skipped())
+      console.warning(*dir + ": " + why + ": kept as fp16 weights (named in config.json, as the loaders skip modules)");
   }
   if (!a.save_scale.empty()) lowbit::save_awq_scales(a.save_scale, awq_results);
   if (!a.save_clip.empty()) lowbit::save_awq_clips(a.save_clip, awq_results);
@@ -1107,6 +1167,9 @@ int cmd_quantize(const QuantizeArgs& args) {
                         {"save_clip", a.save_clip.empty() ? Json(nullptr) : Json(a.save_clip)},
                         {"dtype", a.save_dtype},
                         {"save_gguf", a.save_gguf.empty() ? Json(nullptr) : Json(a.save_gguf)},
+                        {"save_awq", a.save_awq.empty() ? Json(nullptr) : Json(a.save_awq)},
+                        {"save_gptq", a.save_gptq.empty() ? Json(nullptr) : Json(a.save_gptq)},
+                        {"packed_fp16", packed_json(awq_out.get(), gptq_out.get())},
                         {"gguf", gguf_out ? gguf_json(gguf_out->writer()) : Json(nullptr)}};
     j["groups"] = rep.groups;
     j["degenerate_groups"] = rep.degenerate_groups;

@@ -2,7 +2,7 @@
 # Installs the Debian packages lowbit builds with, when they are missing.  Safe to run any number of times.
 set -euo pipefail
 packages=(g++ cmake ninja-build libeigen3-dev libxsimd-dev catch2 libbenchmark-dev libsentencepiece-dev libcli11-dev
-          nlohmann-json3-dev clang libclang-rt-dev)
+          nlohmann-json3-dev libyaml-cpp-dev clang libclang-rt-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

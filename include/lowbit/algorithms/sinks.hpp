@@ -4,6 +4,7 @@
 //   HfSink         streams the fake-quantized or the transformed model into a Hugging Face folder, block by block
 //   GgufSink       streams the quantized model into a llama.cpp GGUF file (formats/gguf_export.hpp), the
 //                  method's own codes where its grid is the block format
+//   HfPackedSink   streams the quantized model into an AutoAWQ or GPTQ checkpoint folder (formats/hf_packed.hpp)
 //   SinkFan        hands each block to several sinks
 #pragma once
 
@@ -13,6 +14,7 @@
 
 #include "../formats/gguf_export.hpp"
 #include "../formats/hf.hpp"
+#include "../formats/hf_packed.hpp"
 #include "pipeline.hpp"
 
 namespace lowbit {
@@ -76,6 +78,19 @@ class GgufSink final : public BlockSink {
 
  private:
   GgufModelWriter w_;
+};
+
+class HfPackedSink final : public BlockSink {
+ public:
+  HfPackedSink(const Model& base, const std::string& dir, PackedFormat f, PackedSpec spec,
+               const std::map<std::string, std::string>& metadata = {})
+      : w_(base, dir, f, spec, metadata) {}
+  void block(const FinishedBlock& b) override { w_.block(b.index, b.fake, b.quantized); }
+  void commit() { w_.commit(); }
+  const HfPackedWriter& writer() const { return w_; }
+
+ private:
+  HfPackedWriter w_;
 };
 
 class SinkFan final : public BlockSink {

@@ -210,9 +210,7 @@ class GgufModelWriter {
     std::vector<std::uint8_t> bytes(std::size_t(R) * rb);
     GgufTensorReport rep{n, t, GgufStorage::values, 0, bytes.size()};
     if (is_block_type(t)) {
-      bool codes = q != nullptr;
-      if (codes)
-        for (std::int64_t r = 0; r < R && codes; ++r) codes = ggml_pack_codes(t, *q, src(r), bytes.data() + std::size_t(r) * rb);
+      const bool codes = q != nullptr && ggml_pack_linear(t, *q, bytes.data(), src);
       rep.how = codes ? GgufStorage::codes : GgufStorage::requantized;
       if (!codes)
         parallel_for(R, [&](std::int64_t r) { ggml_quantize_row(t, W.row(src(r)).data(), bytes.data() + std::size_t(r) * rb, C); }, C * 4);

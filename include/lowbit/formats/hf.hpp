@@ -19,6 +19,7 @@
 
 #include <sys/stat.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -29,6 +30,7 @@
 #include "../io/json.hpp"
 #include "../io/safetensors.hpp"
 #include "../model/llama.hpp"
+#include "../quant/quantized.hpp"
 #include "../io/text_file.hpp"
 
 namespace lowbit {
@@ -236,12 +238,19 @@ inline Model load_hf(const std::string& dir, Tables tables = Tables::resident) {
 namespace detail {
 // llama2.c / GGUF rows of q and k in RoPE's interleaved order -> Hugging Face's rotate-half order: inside each
 // head, row 2i+j goes to j*hd/2 + i.
+// rotate_half_source(R, hd)[r] is the interleaved row that becomes row r.
+inline std::vector<Eigen::Index> rotate_half_source(Eigen::Index rows, int hd) {
+  std::vector<Eigen::Index> src(static_cast<std::size_t>(rows));
+  const int half = hd / 2;
+  for (Eigen::Index h = 0; h < rows / hd; ++h)
+    for (int i = 0; i < half; ++i)
+      for (int j = 0; j < 2; ++j) src[std::size_t(h * hd + j * half + i)] = h * hd + 2 * i + j;
+  return src;
+}
 inline MatrixRM interleaved_to_rotate_half(const MatrixRM& W, int hd) {
   MatrixRM out(W.rows(), W.cols());
-  const int half = hd / 2;
-  for (Eigen::Index h = 0; h < W.rows() / hd; ++h)
-    for (int i = 0; i < half; ++i)
-      for (int j = 0; j < 2; ++j) out.row(h * hd + j * half + i) = W.row(h * hd + 2 * i + j);
+  const std::vector<Eigen::Index> src = rotate_half_source(W.rows(), hd);
+  for (Eigen::Index r = 0; r < W.rows(); ++r) out.row(r) = W.row(src[std::size_t(r)]);
   return out;
 }
 
@@ -252,7 +261,8 @@ inline std::string exact_float(float v) {
   return buf;
 }
 
-inline std::string hf_config_json(const LlamaConfig& c, DType dtype) {
+// `extra`: further members, each line "  \"key\": value" joined by ",\n" (a packed checkpoint's quantization_config).
+inline std::string hf_config_json(const LlamaConfig& c, DType dtype, const std::string& extra = {}) {
   const char* arch = c.qkv_bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
   return std::string("{\n  \"architectures\": [\"") + arch + "\"],\n  \"model_type\": \"" +
          (c.qkv_bias ? "qwen2" : "llama") + "\",\n  \"hidden_size\": " + std::to_string(c.dim) +
@@ -262,9 +272,27 @@ inline std::string hf_config_json(const LlamaConfig& c, DType dtype) {
          std::to_string(c.vocab_size) + ",\n  \"max_position_embeddings\": " + std::to_string(c.max_seq_len) +
          ",\n  \"rms_norm_eps\": " + exact_float(c.norm_eps) + ",\n  \"rope_theta\": " +
          exact_float(c.rope_theta) + ",\n  \"tie_word_embeddings\": " + (c.tied_embeddings ? "true" : "false") +
-         ",\n  \"torch_dtype\": \"" + (dtype == DType::f16 ? "float16" : "float32") + "\"\n}\n";
+         ",\n  \"torch_dtype\": \"" + (dtype == DType::f16 ? "float16" : "float32") + "\"" +
+         (extra.empty() ? std::string() : ",\n" + extra) + "\n}\n";
 }
 }  // namespace detail
+
+// How a Hugging Face folder stores each linear.  Without one, HfWriter writes the float weight; the packed
+// checkpoints (formats/hf_packed.hpp: AutoAWQ, GPTQ) store codes, zeros and scales in their layouts.
+class HfLinearStore {
+ public:
+  virtual ~HfLinearStore() = default;
+  // The tensors of linear `prefix` ("model.layers.<i>.self_attn.q_proj"), of shape [out, in], in file order.
+  virtual void declare(const std::string& prefix, const LinearDesc& l, std::int64_t out, std::int64_t in,
+                       std::vector<SafetensorsWriter::Entry>& entries) = 0;
+  // Writes them: `W` the method's (fake-quantized) weights and `q` their quantized form (null: none), both with
+  // the folder's row order.
+  virtual void write(SafetensorsWriter& w, const std::string& prefix, const LinearDesc& l, const MatrixRM& W,
+                     const QuantizedLinear* q) = 0;
+  // Further config.json members (detail::hf_config_json's `extra`) and files, once every block is written.
+  virtual std::string config_members() const { return {}; }
+  virtual void finish(const std::string& /*staging_dir*/) {}
+};
 
 // Writes a model as a Hugging Face folder (config.json + model.safetensors) that load_hf() reads back, one
 // block at a time: the constructor writes the header and the embeddings, block(i, b) appends block i (in
@@ -275,8 +303,8 @@ inline std::string hf_config_json(const LlamaConfig& c, DType dtype) {
 class HfWriter {
  public:
   HfWriter(const Model& m, const std::string& dir, DType dtype = DType::f32,
-           const std::map<std::string, std::string>& metadata = {})
-      : cfg_(m.cfg), dir_(dir), dtype_(dtype) {
+           const std::map<std::string, std::string>& metadata = {}, std::unique_ptr<HfLinearStore> store = nullptr)
+      : cfg_(m.cfg), dir_(dir), dtype_(dtype), store_(std::move(store)) {
     if (dtype != DType::f32 && dtype != DType::f16) fail(dir, ": the Hugging Face writer writes F32 or F16");
     const LlamaConfig& c = cfg_;
     std::vector<SafetensorsWriter::Entry> e;
@@ -287,7 +315,8 @@ class HfWriter {
       for (const NormDesc& n : kNorms) e.push_back({name(i, n.hf, ".weight"), dtype, {c.dim}});
       for (const LinearDesc& l : kLinears) {
         const auto shape = linear_shape(c, l.role);
-        e.push_back({name(i, l.hf, ".weight"), dtype, {shape[0], shape[1]}});
+        if (store_) store_->declare(name(i, l.hf, ""), l, shape[0], shape[1], e);
+        else e.push_back({name(i, l.hf, ".weight"), dtype, {shape[0], shape[1]}});
         if (has_bias(c, l.role)) e.push_back({name(i, l.hf, ".bias"), dtype, {shape[0]}});
       }
     }
@@ -297,7 +326,8 @@ class HfWriter {
     if (!c.tied_embeddings) put("lm_head.weight", m.output_matrix());
   }
 
-  void block(int i, const Block& b) {
+  // Block i (in order); `quantized` its linears' codes by role, for a store that packs them.
+  void block(int i, const Block& b, const std::array<QuantizedLinear, 7>* quantized = nullptr) {
     if (i != next_) fail(dir_.path(), ": block ", i, " written out of order (expected ", next_, ")");
     const bool permute = cfg_.rope == RopeStyle::interleaved;
     // what a Hugging Face LLaMA / Qwen2 cannot hold must not be dropped silently (a shifted block's biases)
@@ -313,8 +343,20 @@ class HfWriter {
     for (const LinearDesc& l : kLinears) {
       const Linear& L = b.linear(l.role);
       const bool perm = permute && l.rope;
-      if (perm) put(name(i, l.hf, ".weight"), detail::interleaved_to_rotate_half(L.W, cfg_.head_dim()));
-      else put(name(i, l.hf, ".weight"), L.W);
+      if (store_) {
+        const QuantizedLinear* q = quantized && (*quantized)[std::size_t(l.role)].codes.size() ? &(*quantized)[std::size_t(l.role)] : nullptr;
+        if (perm) {
+          const std::vector<Eigen::Index> src = detail::rotate_half_source(L.W.rows(), cfg_.head_dim());
+          const QuantizedLinear qp = q ? select_rows(*q, src) : QuantizedLinear{};
+          store_->write(*w_, name(i, l.hf, ""), l, detail::interleaved_to_rotate_half(L.W, cfg_.head_dim()), q ? &qp : nullptr);
+        } else {
+          store_->write(*w_, name(i, l.hf, ""), l, L.W, q);
+        }
+      } else if (perm) {
+        put(name(i, l.hf, ".weight"), detail::interleaved_to_rotate_half(L.W, cfg_.head_dim()));
+      } else {
+        put(name(i, l.hf, ".weight"), L.W);
+      }
       if (!has_bias(cfg_, l.role)) continue;
       if (perm) put(name(i, l.hf, ".bias"), detail::interleaved_to_rotate_half(MatrixRM(L.b), cfg_.head_dim()));
       else put(name(i, l.hf, ".bias"), L.b);
@@ -326,10 +368,11 @@ class HfWriter {
   void commit() {
     if (next_ != cfg_.n_layers) fail(dir_.path(), ": ", cfg_.n_layers - next_, " blocks were never written");
     w_->commit();
-    const std::string cfg = detail::hf_config_json(cfg_, dtype_);
+    const std::string cfg = detail::hf_config_json(cfg_, dtype_, store_ ? store_->config_members() : std::string());
     AtomicFile f(dir_.staging() + "/config.json");
     f.write(cfg.data(), cfg.size());
     f.commit();
+    if (store_) store_->finish(dir_.staging());
     dir_.commit();
   }
 
@@ -343,6 +386,7 @@ class HfWriter {
   LlamaConfig cfg_;
   AtomicDir dir_;  // the folder is staged beside its place and renamed into it by commit()
   DType dtype_;
+  std::unique_ptr<HfLinearStore> store_;
   std::unique_ptr<SafetensorsWriter> w_;
   int next_ = 0;
 };

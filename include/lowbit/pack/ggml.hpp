@@ -24,14 +24,17 @@
 // fp16 rounding of d and m (and, for Q4_1, q d + m in place of (q - z) s).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <atomic>
 #include <string>
 #include <string_view>
 
 #include "../core/error.hpp"
 #include "../core/half.hpp"
+#include "../core/parallel.hpp"
 #include "../io/gguf.hpp"
 #include "../quant/quantized.hpp"
 
@@ -119,19 +122,95 @@ inline void ggml_dequantize_row(GgmlType t, const std::uint8_t* in, float* y, st
   }
 }
 
-// Row r of `ql` as blocks of type t from the method's own codes (see the header).  False, and nothing written,
-// when the row is not exactly a t row: a block of 32 straddles two groups (groups not a multiple of 32, GPTQ's
-// act_order g_idx), a code falls outside the type's range, or the grid's zero is not an integer.
-inline bool ggml_pack_codes(GgmlType t, const QuantizedLinear& ql, std::int64_t r, std::uint8_t* out) {
+namespace detail {
+// Whether every code of c[0, n) lies in [lo, hi] (a min / max the compiler vectorizes).
+inline bool codes_within(const std::uint8_t* c, std::int64_t n, int lo, int hi) {
+  std::uint8_t mn = 255, mx = 0;
+  for (std::int64_t j = 0; j < n; ++j) mn = c[j] < mn ? c[j] : mn, mx = c[j] > mx ? c[j] : mx;
+  return int(mn) >= lo && int(mx) <= hi;
+}
+
+// Eight bytes at once (little-endian loads, as ggml's files): x + b in every byte modulo 256, no carry between bytes.
+inline std::uint64_t load8(const std::uint8_t* p) {
+  std::uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+inline std::uint64_t add_bytes(std::uint64_t x, std::uint64_t b) {
+  constexpr std::uint64_t H = 0x8080808080808080ull;
+  return ((x & ~H) + (b & ~H)) ^ ((x ^ b) & H);
+}
+
+// ggml_pack_codes for groups that are runs of whole blocks (no act-order, group % 32 == 0, per-group
+// parameters): each group's zero is checked and its scale converted to fp16 once, and a 4-bit block is four
+// 8-byte words: v = code + (8 - z) for Q4_0 (code for Q4_1), byte by byte modulo 256 -- a code outside the type
+// wraps to a byte above 15, which the check pass catches -- then qs = v[0..16) | v[16..32) << 4 (byte j of the low
+// word with byte j of the high one: ggml's order).  Check pass first, so a refused row writes nothing.
+inline bool ggml_pack_runs(GgmlType t, const QuantizedLinear& ql, std::int64_t r, std::uint8_t* out, bool float_zero, int lo, int hi) {
+  const std::uint8_t* codes = ql.codes.row(r).data();
+  const float* S = ql.params.scale.row(r).data();
+  const float* Z = ql.params.zero.row(r).data();
+  const std::int64_t C = ql.cols(), gs = ql.params.group, G = ql.params.scale.cols();
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHigh = 0xF0F0F0F0F0F0F0F0ull;
+  // the byte added to every code: 8 - z (Q4_0), 0 (Q4_1), -z (Q8_0)
+  const auto offset = [&](std::int64_t g) {
+    return std::uint8_t(t == GgmlType::q4_0 ? 8 - int(Z[g]) : t == GgmlType::q8_0 ? -int(Z[g]) : 0);
+  };
+  for (std::int64_t g = 0; g < G; ++g) {
+    const std::int64_t c0 = g * gs, w = std::min(gs, C - c0);
+    if (!float_zero && Z[g] != std::floor(Z[g])) return false;
+    if (!(std::abs(Z[g]) < 1e6f)) return false;  // beyond any code (and int's range)
+    if (t == GgmlType::q8_0) {
+      if (!codes_within(codes + c0, w, lo + int(Z[g]), hi + int(Z[g]))) return false;
+      continue;
+    }
+    const std::uint64_t add = offset(g) * kOnes;
+    std::uint64_t acc = 0;
+    for (std::int64_t k = 0; k < w; k += 8) acc |= add_bytes(load8(codes + c0 + k), add);
+    if (acc & kHigh) return false;
+  }
+  const std::size_t ub = ggml_unit_bytes(t);
+  for (std::int64_t g = 0; g < G; ++g) {
+    const std::int64_t c0 = g * gs, w = std::min(gs, C - c0);
+    const std::uint16_t d = float_to_half_bits(S[g]);
+    const std::uint16_t m = t == GgmlType::q4_1 ? float_to_half_bits(float_zero ? Z[g] : -Z[g] * S[g]) : 0;
+    const std::uint8_t off = offset(g);
+    const std::uint64_t add = off * kOnes;
+    for (std::int64_t b = c0 / kGgmlBlock; b < (c0 + w) / kGgmlBlock; ++b) {
+      const std::uint8_t* c = codes + b * kGgmlBlock;
+      std::uint8_t* o = out + std::size_t(b) * ub;
+      std::memcpy(o, &d, 2);
+      if (t == GgmlType::q8_0) {
+        for (int j = 0; j < kGgmlBlock; ++j) o[2 + j] = std::uint8_t(c[j] + off);
+        continue;
+      }
+      std::uint8_t* qs = o + 2;
+      if (t == GgmlType::q4_1) std::memcpy(o + 2, &m, 2), qs = o + 4;
+      const std::uint64_t q0 = add_bytes(load8(c), add) | add_bytes(load8(c + 16), add) << 4;
+      const std::uint64_t q1 = add_bytes(load8(c + 8), add) | add_bytes(load8(c + 24), add) << 4;
+      std::memcpy(qs, &q0, 8);
+      std::memcpy(qs + 8, &q1, 8);
+    }
+  }
+  return true;
+}
+
+// Whether ql's groups are runs of whole blocks (the fast path's condition; scans g_idx once per tensor).
+inline bool ggml_runs(const QuantizedLinear& ql) {
+  return !ql.params.per_tensor && ql.params.group % kGgmlBlock == 0 && !ql.act_order();
+}
+
+inline bool ggml_pack_row(GgmlType t, const QuantizedLinear& ql, std::int64_t r, std::uint8_t* out, bool runs) {
   if (!is_block_type(t) || ql.cols() % kGgmlBlock) return false;
   const bool float_zero = ql.grid == Grid::ggml && !ql.symmetric;  // x' = code s + z
   if (float_zero && t != GgmlType::q4_1) return false;
   if (t != GgmlType::q8_0 && ql.bits > 4) return false;
+  // the type's range of code - z (Q4_1 stores the codes themselves)
+  const int lo = t == GgmlType::q4_0 ? -8 : t == GgmlType::q8_0 ? -128 : 0, hi = t == GgmlType::q4_0 ? 7 : t == GgmlType::q8_0 ? 127 : 15;
+  if (runs) return ggml_pack_runs(t, ql, r, out, float_zero, lo, hi);
   const std::uint8_t* codes = ql.codes.row(r).data();
   const std::int64_t nb = ql.cols() / kGgmlBlock;
   const bool by_column = !ql.g_idx.empty();  // GPTQ's g_idx: each column's group of its own
-  // the type's range of code - z (Q4_1 stores the codes themselves)
-  const int lo = t == GgmlType::q4_0 ? -8 : t == GgmlType::q8_0 ? -128 : 0, hi = t == GgmlType::q4_0 ? 7 : t == GgmlType::q8_0 ? 127 : 15;
   // check every block before writing any
   for (std::int64_t b = 0; b < nb; ++b) {
     const std::int64_t c0 = b * kGgmlBlock;
@@ -166,6 +245,28 @@ inline bool ggml_pack_codes(GgmlType t, const QuantizedLinear& ql, std::int64_t 
     }
   }
   return true;
+}
+}  // namespace detail
+
+// Row r of `ql` as blocks of type t from the method's own codes (see the header).  False, and nothing written,
+// when the row is not exactly a t row: a block of 32 straddles two groups (groups not a multiple of 32, GPTQ's
+// act_order g_idx), a code falls outside the type's range, or the grid's zero is not an integer.
+inline bool ggml_pack_codes(GgmlType t, const QuantizedLinear& ql, std::int64_t r, std::uint8_t* out) {
+  return detail::ggml_pack_row(t, ql, r, out, detail::ggml_runs(ql));
+}
+
+// Every row of `ql` (row r of the tensor from ql's row src(r)) into rows of ggml_row_bytes(t, cols) bytes, in
+// parallel; false when any row is not a t row (`out` is then partly written: the caller re-quantizes instead).
+template <class Src>
+bool ggml_pack_linear(GgmlType t, const QuantizedLinear& ql, std::uint8_t* out, Src src) {
+  const bool runs = detail::ggml_runs(ql);
+  const std::size_t rb = ggml_row_bytes(t, ql.cols());
+  std::atomic<bool> ok{true};
+  parallel_for(ql.rows(), [&](std::int64_t r) {
+    if (ok.load(std::memory_order_relaxed) && !detail::ggml_pack_row(t, ql, src(r), out + std::size_t(r) * rb, runs))
+      ok.store(false, std::memory_order_relaxed);
+  }, ql.cols());
+  return ok.load();
 }
 
 }  // namespace lowbit

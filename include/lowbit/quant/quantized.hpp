@@ -8,6 +8,7 @@
 // dequantize() reproduces the method's fake-quantized weights bit for bit (tests/quant/test_quantized.cpp).
 #pragma once
 
+#include <cmath>
 #include <string_view>
 #include <vector>
 
@@ -29,6 +30,29 @@ struct QuantizedLinear {
   int group_of(Eigen::Index c) const {
     return g_idx.empty() ? int(c / params.group) : g_idx[static_cast<std::size_t>(c)];
   }
+  // Whether columns are grouped other than in runs of params.group (GPTQ's act_order g_idx; GPTQ fills g_idx
+  // always, and without act_order -- or with static groups -- it is column / group).
+  bool act_order() const {
+    for (std::size_t c = 0; c < g_idx.size(); ++c)
+      if (g_idx[c] != int(Eigen::Index(c) / params.group)) return true;
+    return false;
+  }
+  // Scale / zero groups per row (1 per channel or per tensor; a per-tensor pair stands for every row).
+  Eigen::Index groups() const { return params.per_tensor ? 1 : params.scale.cols(); }
+  // Whether every zero point is an integer code (the packed formats store zeros as codes; Grid::ggml's
+  // asymmetric zero is a float offset).
+  bool integer_zeros() const { return !(grid == Grid::ggml && !symmetric); }
+
+  // The zero point of (r, g) as a code in [0, 2^bits - 1]; `where` names the tensor in the error.  GPTQ's and
+  // OmniQuant's asymmetric zeros are not clamped (quant/grid.hpp), so a group whose range excludes 0 can have
+  // a zero outside the codes, which no packed format holds.
+  int zero_code(Eigen::Index r, Eigen::Index g, std::string_view where) const {
+    if (!integer_zeros()) fail(where, ": the ggml grid's asymmetric zero is a float offset, not an integer code");
+    const float z = params.at(r, g).zero;
+    if (!(z >= 0.0f && z <= float(qmax_of(bits)) && z == std::floor(z)))
+      fail(where, ": zero point ", z, " of row ", r, " group ", g, " is not a code in [0, ", qmax_of(bits), "]");
+    return int(z);
+  }
 
   MatrixRM dequantize() const {
     MatrixRM out(rows(), cols());
@@ -48,6 +72,20 @@ struct QuantizedLinear {
     return out;
   }
 };
+
+// The same quantized weight with its rows reordered: row r of the result is row src[r] of q (the codes and their
+// groups' scales and zeros move together; a per-tensor pair is shared).
+inline QuantizedLinear select_rows(const QuantizedLinear& q, const std::vector<Eigen::Index>& src) {
+  if (Eigen::Index(src.size()) != q.rows()) fail("select_rows: ", src.size(), " rows given for a ", q.rows(), "-row weight");
+  QuantizedLinear out = q;
+  for (Eigen::Index r = 0; r < q.rows(); ++r) {
+    out.codes.row(r) = q.codes.row(src[std::size_t(r)]);
+    if (q.params.per_tensor) continue;
+    out.params.scale.row(r) = q.params.scale.row(src[std::size_t(r)]);
+    out.params.zero.row(r) = q.params.zero.row(src[std::size_t(r)]);
+  }
+  return out;
+}
 
 // Round-to-nearest of one weight under q: min-max parameters of every group (optionally with clip ratios) and
 // the codes.  dequantize() equals fake_quant(q, W) bit for bit.
