@@ -40,6 +40,8 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+
+#include "cli_config.hpp"
 #include <optional>
 #include <string>
 #include <vector>
@@ -391,6 +393,11 @@ struct QuantizeArgs {
   std::string save_fake, save_trans, save_scale, save_clip, load_scale, load_clip, save_dtype = "f32";
   std::string save_gguf, gguf_type = "auto";
   std::string save_awq, save_gptq;
+  // configs: the files (translated into the options above before parsing), --dry-run, and the plan main resolved
+  std::string config, paddle_args;
+  bool dry_run = false;
+  std::vector<lowbit_cli::ConfigArg> from_config;
+  std::string plan;
   // evaluation
   std::string eval, fp_eval_from;
   int eval_seq_len = 0;
@@ -602,6 +609,10 @@ void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "q4_0", "q4_1", "q8_0", "f16", "f32"}))
       ->group("Outputs");
+  c->add_option("--config", a.config, "an LLMC-style YAML config (keys: lowbit help config); its keys become these options")
+      ->group("Config");
+  c->add_option("--paddle-args", a.paddle_args, "a PaddleSlim-style JSON argument file (keys: lowbit help config)")->group("Config");
+  c->add_flag("--dry-run", a.dry_run, "check everything and print the resolved plan (every option's value), then stop")->group("Config");
   c->add_option("--save-awq", a.save_awq,
                 "write the quantized model as an AutoAWQ GEMM checkpoint folder (4 bits; vLLM / Transformers quant_method awq)")
       ->group("Outputs");
@@ -927,6 +938,24 @@ int cmd_quantize(const QuantizeArgs& args) {
   }
   for (const std::string* f : {&a.save_scale, &a.save_clip, &a.save_gguf})
     if (!f->empty()) lowbit::check_writable_file(*f);
+  if (a.dry_run) {
+    if (a.json) {
+      Json keys = Json::object();
+      for (const lowbit_cli::ConfigArg& c : a.from_config)
+        keys[c.key] = (c.flag ? c.option : c.option + " " + c.value) + (c.overridden ? " (overridden by the command line)" : "");
+      Json warnings = console.warnings;
+      std::printf("%s\n", Json{{"dry_run", true}, {"method", a.method}, {"spec", lowbit::to_string(spec)},
+                               {"config", a.config.empty() ? (a.paddle_args.empty() ? Json(nullptr) : Json(a.paddle_args)) : Json(a.config)},
+                               {"from_config", keys}, {"options", a.plan}, {"warnings", warnings}}.dump().c_str());
+    } else {
+      std::printf("plan: %s %s (nothing run: --dry-run)\n", a.method.c_str(), lowbit::to_string(spec).c_str());
+      for (const lowbit_cli::ConfigArg& c : a.from_config)
+        std::printf("  %s -> %s%s%s%s\n", c.key.c_str(), c.option.c_str(), c.flag ? "" : " ", c.value.c_str(),
+                    c.overridden ? " (overridden by the command line)" : "");
+      std::printf("%s", a.plan.c_str());
+    }
+    return 0;
+  }
 
   // without --eval the classifier is never used: a Hugging Face model's tables stay in the mapped file
   auto t = Clock::now();
@@ -1200,6 +1229,34 @@ void default_wait_policy(char** argv) {
 
 }  // namespace
 
+// The options `lowbit quantize --config F` / `--paddle-args F` stand for; a key whose option the command line gives
+// too is marked overridden (the command line wins, and --dry-run says so).
+std::vector<lowbit_cli::ConfigArg> config_options(const CLI::App& quant, const std::vector<std::string>& args, std::string& file) {
+  if (args.size() < 2 || args[1] != "quantize") return {};
+  std::string yaml, paddle;
+  std::vector<std::string> given;  // the command line's options, by long name
+  for (std::size_t i = 2; i < args.size(); ++i) {
+    const std::string& t = args[i];
+    if (t.rfind("--", 0) != 0) continue;
+    const std::string name = t.substr(0, t.find('='));
+    const std::string value = t.find('=') != std::string::npos ? t.substr(t.find('=') + 1) : i + 1 < args.size() ? args[i + 1] : "";
+    if (name == "--config") yaml = value;
+    if (name == "--paddle-args") paddle = value;
+    if (const CLI::Option* o = quant.get_option_no_throw(name); o && !o->get_lnames().empty()) given.push_back("--" + o->get_lnames()[0]);
+  }
+  if (yaml.empty() && paddle.empty()) return {};
+  if (!yaml.empty() && !paddle.empty()) lowbit::fail("--config and --paddle-args: give one config file");
+  file = yaml.empty() ? paddle : yaml;
+  std::vector<lowbit_cli::ConfigArg> out = yaml.empty() ? lowbit_cli::read_paddle_args(file) : lowbit_cli::read_llmc_config(file);
+  for (lowbit_cli::ConfigArg& c : out) {
+    const CLI::Option* o = quant.get_option_no_throw(c.option);
+    if (!o) lowbit::fail(file, ": key '", c.key, "' maps to ", c.option, ", which lowbit quantize does not have");
+    const std::string canon = "--" + o->get_lnames()[0];
+    c.overridden = std::find(given.begin(), given.end(), canon) != given.end();  // the command line wins
+  }
+  return out;
+}
+
 int main(int argc, char** argv) {
   default_wait_policy(argv);
   CLI::App app{"lowbit " + kVersion + ": post-training quantization of LLaMA-family models on the CPU", "lowbit"};
@@ -1217,9 +1274,34 @@ int main(int argc, char** argv) {
   add_convert_options(conv, ca);
   CLI::App* help = app.add_subcommand("help", "help on a command: lowbit help quantize");
   std::string help_on;
-  help->add_option("command", help_on, "eval, quantize or convert");
+  help->add_option("command", help_on, "eval, quantize, convert, or config (the config files' keys)");
+  // --config / --paddle-args: the file's keys become options placed before the command line's own
+  std::vector<std::string> args(argv, argv + argc);
+  std::string config_file;
   try {
-    app.parse(argc, argv);
+    qa.from_config = config_options(*quant, args, config_file);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  }
+  if (!qa.from_config.empty()) {
+    std::vector<std::string> merged(args.begin(), args.begin() + 2);  // lowbit quantize
+    for (const lowbit_cli::ConfigArg& c : qa.from_config) {
+      if (c.overridden) continue;
+      merged.push_back(c.option);
+      if (!c.flag) merged.push_back(c.value);
+    }
+    merged.insert(merged.end(), args.begin() + 2, args.end());
+    args = std::move(merged);
+  }
+  const auto from_config_note = [&](const std::string& what) {
+    for (const lowbit_cli::ConfigArg& c : qa.from_config)
+      if (!c.overridden && what.find(c.option) != std::string::npos)
+        std::fprintf(stderr, "lowbit: %s was set by key '%s' of %s\n", c.option.c_str(), c.key.c_str(), config_file.c_str());
+  };
+  try {
+    std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);  // CLI11 takes them last first, without argv[0]
+    app.parse(reversed);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
@@ -1228,6 +1310,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "lowbit: %s\n", e.what());
+    from_config_note(e.what());
     // an unknown option: name the nearest one of the command the user meant
     for (CLI::App* sub : {eval, quant, conv})
       if (sub->parsed())
@@ -1239,17 +1322,19 @@ int main(int argc, char** argv) {
   }
   if (help->parsed()) {
     if (help_on.empty()) std::printf("%s", app.help().c_str());
+    else if (help_on == "config") std::printf("%s", lowbit_cli::config_help().c_str());
     else if (help_on == "eval") std::printf("%s", eval->help().c_str());
     else if (help_on == "quantize") std::printf("%s", quant->help().c_str());
     else if (help_on == "convert") std::printf("%s", conv->help().c_str());
     else {
-      std::fprintf(stderr, "lowbit: help: unknown command '%s' (eval, quantize, convert)\n", help_on.c_str());
+      std::fprintf(stderr, "lowbit: help: unknown command '%s' (eval, quantize, convert, config)\n", help_on.c_str());
       return 2;
     }
     return 0;
   }
   for (const CLI::Option* o : quant->get_options())
     if (o->count() > 0 && !o->get_lnames().empty()) qa.given.push_back("--" + o->get_lnames()[0]);
+  if (quant->parsed() && qa.dry_run) qa.plan = quant->config_to_str(true, false);
   const bool json = eval->parsed() ? ea.json : conv->parsed() ? ca.json : qa.json;
   console.quiet = eval->parsed() ? ea.quiet : conv->parsed() ? ca.quiet : qa.quiet;
   lowbit::set_warning_handler([](const std::string& m) { console.warning(m); });
@@ -1262,6 +1347,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lowbit: out of memory\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
+    from_config_note(e.what());
   }
   if (json) std::fflush(stdout);
   return 1;

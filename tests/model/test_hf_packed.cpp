@@ -272,7 +272,7 @@ TEST_CASE("babyllama as AutoAWQ and GPTQ checkpoints unpacks to the method's wei
   }
 }
 
-TEST_CASE("a row the layout cannot pack stays fp16 and is named in the config; folders appear on commit", "[data][export][awq][gptq]") {
+TEST_CASE("a row the layout cannot pack stays fp16, named in the config, and folders appear only on commit", "[data][export][awq][gptq]") {
   LOWBIT_REQUIRE_SHARED("models/stories260K/stories260K.bin");
   const Model fp = load_llama2c(lowbit_test::shared_path("models/stories260K/stories260K.bin"));
   const std::string dir = lowbit_test::tmp_path("packed_stories_awq"), gdir = lowbit_test::tmp_path("packed_stories_gptq");
