@@ -7,7 +7,7 @@
 //                   [--abits A --act-granularity per_token|per_tensor --act-static --qk-bits B --kv-bits B]
 //                   [--calib FILE ...] [--save-fake DIR] [--save-gguf FILE] [--save-awq DIR] [--save-gptq DIR]
 //                   [--eval FILE ...] [--json]
-//   lowbit convert --model PATH --save-gguf FILE [--gguf-type f32|f16|q8_0|q4_0|q4_1] [--tokenizer PATH]
+//   lowbit convert --model PATH --save-gguf FILE [--gguf-type f32|f16|q8_0|q4_0|q4_1|q4_k|q6_k] [--tokenizer PATH]
 //                   (llama.cpp's convert + llama-quantize without an importance matrix, in one step)
 //
 // Options are parsed by CLI11 (--opt value and --opt=value; numbers range-checked before anything runs; a typo
@@ -391,7 +391,7 @@ struct QuantizeArgs {
   std::uint64_t seed = 0;
   // outputs
   std::string save_fake, save_trans, save_scale, save_clip, load_scale, load_clip, save_dtype = "f32";
-  std::string save_gguf, gguf_type = "auto";
+  std::string save_gguf, gguf_type = "auto", gguf_fallback = "quantized";
   std::string save_awq, save_gptq;
   // configs: the files (translated into the options above before parsing), --dry-run, and the plan main resolved
   std::string config, paddle_args;
@@ -444,9 +444,9 @@ void add_eval_options(CLI::App* c, EvalArgs& a) {
 void add_convert_options(CLI::App* c, ConvertArgs& a) {
   add_common(c, a.model, a.tokenizer, a.threads, a.json, a.quiet);
   c->add_option("--save-gguf", a.save_gguf, "the GGUF file to write")->required()->group("Outputs");
-  c->add_option("--gguf-type", a.gguf_type, "the linears' type (q4_0 / q4_1 / q8_0: llama.cpp's reference quantizers)")
+  c->add_option("--gguf-type", a.gguf_type, "the linears' type (q4_0 / q4_1 / q8_0 / q4_k / q6_k: llama.cpp's reference quantizers)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"q4_0", "q4_1", "q8_0", "f16", "f32"}))
+      ->check(CLI::IsMember({"q4_0", "q4_1", "q8_0", "q4_k", "q6_k", "f16", "f32"}))
       ->group("Outputs");
 }
 
@@ -607,7 +607,13 @@ void add_quantize_options(CLI::App* c, QuantizeArgs& a) {
                 "the GGUF linears' type; auto: the one that holds the method's codes (q4_0 for a symmetric grid at <= 4 "
                 "bits, q4_1 asymmetric, q8_0 above 4 bits)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "q4_0", "q4_1", "q8_0", "f16", "f32"}))
+      ->check(CLI::IsMember({"auto", "q4_0", "q4_1", "q8_0", "q4_k", "q6_k", "f16", "f32"}))
+      ->group("Outputs");
+  c->add_option("--gguf-fallback", a.gguf_fallback,
+                "what a linear whose rows are not whole blocks holds as F16: the method's quantized weights, or its float "
+                "(transformed) weights, as llama.cpp's own fallback")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"quantized", "float"}))
       ->group("Outputs");
   c->add_option("--config", a.config, "an LLMC-style YAML config (keys: lowbit help config); its keys become these options")
       ->group("Config");
@@ -905,7 +911,7 @@ int cmd_quantize(const QuantizeArgs& args) {
   if ((has_shift || has_osplus) && !a.save_gguf.empty())
     lowbit::fail("--save-gguf: the shift (", has_osplus ? "os+" : "shift",
                  ") adds biases and input shifts that a llama.cpp LLaMA cannot hold; evaluate the model with --eval instead");
-  not_for(!a.save_gguf.empty(), {"--gguf-type"}, "--save-gguf");
+  not_for(!a.save_gguf.empty(), {"--gguf-type", "--gguf-fallback"}, "--save-gguf");
   if (act.on() && !a.save_gguf.empty())
     console.warning("--save-gguf writes the quantized weights; llama.cpp quantizes activations its own way (the a" +
                     std::to_string(spec.abits) + " setting is not in the file)");
@@ -1055,7 +1061,9 @@ int cmd_quantize(const QuantizeArgs& args) {
   }
   std::unique_ptr<lowbit::GgufSink> gguf_out;
   if (!a.save_gguf.empty()) {
-    gguf_out = std::make_unique<lowbit::GgufSink>(m, &*gguf_tok, a.save_gguf, gguf_type);
+    gguf_out = std::make_unique<lowbit::GgufSink>(m, &*gguf_tok, a.save_gguf, gguf_type,
+                                                  a.gguf_fallback == "float" ? lowbit::GgufFallback::float_weights
+                                                                             : lowbit::GgufFallback::quantized);
     sinks.add(gguf_out.get());
   }
   std::unique_ptr<lowbit::HfPackedSink> awq_out, gptq_out;

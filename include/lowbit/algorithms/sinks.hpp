@@ -71,8 +71,11 @@ class HfSink final : public BlockSink {
 
 class GgufSink final : public BlockSink {
  public:
-  GgufSink(const Model& base, const Tokenizer* tok, const std::string& path, GgmlType type) : w_(base, tok, path, type) {}
-  void block(const FinishedBlock& b) override { w_.block(b.index, b.fake, &b.quantized); }
+  GgufSink(const Model& base, const Tokenizer* tok, const std::string& path, GgmlType type,
+           GgufFallback fallback = GgufFallback::quantized)
+      : w_(base, tok, path, type, fallback) {}
+  bool wants_transformed() const override { return w_.wants_transformed(); }
+  void block(const FinishedBlock& b) override { w_.block(b.index, b.fake, &b.quantized, &b.transformed); }
   void commit() { w_.commit(); }
   const GgufModelWriter& writer() const { return w_; }
 

@@ -39,7 +39,7 @@ inline void gguf_read(const GgufFile& f, const std::string& name, std::uint64_t 
   const bool block = is_block_type(GgmlType(t.ggml_type));
   if (!block && !ggml_type_to_dtype(t.ggml_type, d))
     fail(f.path(), ": tensor '", name, "' has ggml type ", ggml_type_name(t.ggml_type),
-         " (lowbit reads F32, F16, BF16, Q4_0, Q4_1 and Q8_0)");
+         " (lowbit reads F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K and Q6_K)");
   if (out) {
     if (block) {
       const std::size_t rb = ggml_row_bytes(GgmlType(t.ggml_type), std::int64_t(cols));

@@ -50,6 +50,8 @@ inline std::uint32_t gguf_file_type(GgmlType t) {
     case GgmlType::q4_0: return 2;
     case GgmlType::q4_1: return 3;
     case GgmlType::q8_0: return 7;
+    case GgmlType::q4_k: return 14;  // LLAMA_FTYPE_MOSTLY_Q4_K_S: every linear Q4_K
+    case GgmlType::q6_k: return 18;  // LLAMA_FTYPE_MOSTLY_Q6_K
   }
   return 0;
 }
@@ -98,11 +100,16 @@ inline void add_llama_metadata(GgufWriter& w, const LlamaConfig& c, const Tokeni
   if (types[0] == 2) w.add_u32("tokenizer.ggml.unknown_token_id", 0);
 }
 
+// What a linear whose rows are not whole blocks holds as F16: the method's dequantized weights (the and
+// the default: the file computes the method's function), or its float weights after the transforms (what
+// llama.cpp's own fallback holds: the same bytes, no quantization error in those tensors).
+enum class GgufFallback { quantized, float_weights };
+
 // How one tensor was stored.
 enum class GgufStorage {
   codes,        // the method's own codes and scales in the block format
   requantized,  // the method's dequantized weights through llama.cpp's reference quantizer
-  f16_fallback, // F16 of the method's weights: the row is not a whole number of blocks
+  f16_fallback, // F16 (of the method's or the float weights, GgufFallback): the row is not a whole number of blocks
   values        // F32 / F16 of the weights as asked (norms, or --gguf-type f32 / f16)
 };
 
@@ -127,15 +134,18 @@ struct GgufTensorReport {
 class GgufModelWriter {
  public:
   // `base`: the config and the tensors outside the blocks; `tok`: the tokenizer to embed (null: none).
-  GgufModelWriter(const Model& base, const Tokenizer* tok, const std::string& path, GgmlType type)
-      : cfg_(base.cfg), type_(type) {
+  GgufModelWriter(const Model& base, const Tokenizer* tok, const std::string& path, GgmlType type,
+                  GgufFallback fallback = GgufFallback::quantized)
+      : cfg_(base.cfg), type_(type), fallback_(fallback) {
     const LlamaConfig& c = cfg_;
     if (c.qkv_bias) fail(path, ": GGUF export writes LLaMA models; q/k/v biases (Qwen2) are not supported yet");
     GgufWriter kv;
     add_llama_metadata(kv, c, tok, type);
     const bool block = is_block_type(type);
-    emb_type_ = c.tied_embeddings && block ? GgmlType::q8_0 : fits(type, c.dim) ? type : GgmlType::f16;
-    out_type_ = block ? GgmlType::q8_0 : type;
+    // llama.cpp's llama_tensor_get_type: the classifier (or the tied table) Q6_K, Q8_0 when its rows are not
+    // whole super-blocks; an untied table at the file's type, with the linears' fallback
+    out_type_ = block ? (c.dim % kGgmlSuper == 0 ? GgmlType::q6_k : GgmlType::q8_0) : type;
+    emb_type_ = c.tied_embeddings && block ? out_type_ : linear_type(c.dim);
     std::vector<GgufStream::Info> infos;
     const auto add = [&](const std::string& n, std::int64_t rows, std::int64_t cols, GgmlType t) {
       infos.push_back({n, rows == 1 ? std::vector<std::uint64_t>{std::uint64_t(cols)}
@@ -159,8 +169,11 @@ class GgufModelWriter {
   }
 
   // Block i (in order): `fake` the method's fake-quantized block; `quantized` its codes per role (null, or an
-  // entry without codes: re-quantize the fake weights).
-  void block(int i, const Block& fake, const std::array<QuantizedLinear, 7>* quantized) {
+  // entry without codes: re-quantize the fake weights); `transformed` its float weights after the transforms, for
+  // GgufFallback::float_weights (required then).
+  bool wants_transformed() const { return fallback_ == GgufFallback::float_weights && is_block_type(type_); }
+  void block(int i, const Block& fake, const std::array<QuantizedLinear, 7>* quantized, const Block* transformed = nullptr) {
+    if (wants_transformed() && !transformed) fail(f_->path(), ": block ", i, ": the float fallback needs the transformed block");
     if (i != next_) fail(f_->path(), ": block ", i, " written out of order (expected ", next_, ")");
     for (std::size_t s = 0; s < fake.shift.size(); ++s)
       if (fake.shift[s].size())
@@ -173,7 +186,10 @@ class GgufModelWriter {
     for (const LinearDesc& l : kLinears) {
       const QuantizedLinear* q = quantized && (*quantized)[std::size_t(l.role)].codes.size() ? &(*quantized)[std::size_t(l.role)] : nullptr;
       const MatrixRM& W = fake.linear(l.role).W;
-      put(name(i, l.gguf), W, linear_type(W.cols()), q, l.rope && cfg_.rope == RopeStyle::rotate_half);
+      const bool fallback = is_block_type(type_) && linear_type(W.cols()) == GgmlType::f16;
+      const Block& floats = transformed ? *transformed : fake;  // checked above when the fallback needs it
+      const MatrixRM& stored = fallback && wants_transformed() ? floats.linear(l.role).W : W;
+      put(name(i, l.gguf), stored, linear_type(W.cols()), q, l.rope && cfg_.rope == RopeStyle::rotate_half, &W);
     }
     ++next_;
   }
@@ -193,12 +209,20 @@ class GgufModelWriter {
   }
 
  private:
-  static bool fits(GgmlType t, std::int64_t cols) { return !is_block_type(t) || cols % kGgmlBlock == 0; }
-  GgmlType linear_type(std::int64_t cols) const { return fits(type_, cols) ? type_ : GgmlType::f16; }
+  static bool fits(GgmlType t, std::int64_t cols) { return !is_block_type(t) || cols % ggml_block_elems(t) == 0; }
+  // A row that is not whole blocks of the file's type: llama.cpp's fallback (Q4_K -> Q5_0, which lowbit does not
+  // write: Q4_1; Q6_K -> Q8_0), and F16 when it is not whole blocks of 32 either.
+  GgmlType linear_type(std::int64_t cols) const {
+    if (fits(type_, cols)) return type_;
+    const GgmlType smaller = type_ == GgmlType::q4_k ? GgmlType::q4_1 : type_ == GgmlType::q6_k ? GgmlType::q8_0 : GgmlType::f16;
+    return fits(smaller, cols) ? smaller : GgmlType::f16;
+  }
   static std::string name(int i, const char* t) { return "blk." + std::to_string(i) + "." + t + ".weight"; }
 
   // Writes W (rows in llama.cpp's order: `to_interleaved` maps rotate-half q / k rows to adjacent pairs) as t.
-  void put(const std::string& n, const MatrixRM& W, GgmlType t, const QuantizedLinear* q, bool to_interleaved) {
+  // `method`: the weights the report compares with (W itself when null).
+  void put(const std::string& n, const MatrixRM& W, GgmlType t, const QuantizedLinear* q, bool to_interleaved,
+           const MatrixRM* method = nullptr) {
     const std::int64_t R = W.rows(), C = W.cols(), hd = cfg_.head_dim(), half = hd / 2;
     // GGUF row r holds W's row src(r): within a head, adjacent pair (2i, 2i+1) <- (i, i + hd/2)
     const auto src = [&](std::int64_t r) {
@@ -223,7 +247,7 @@ class GgufModelWriter {
     parallel_for(R, [&](std::int64_t r) {
       std::vector<float> y(static_cast<std::size_t>(C));
       ggml_dequantize_row(t, bytes.data() + std::size_t(r) * rb, y.data(), C);
-      const float* w = W.row(src(r)).data();
+      const float* w = (method ? *method : W).row(src(r)).data();
       double e = 0, s = 0;
       for (std::int64_t k = 0; k < C; ++k) {
         if (!std::isfinite(y[std::size_t(k)]))
@@ -241,6 +265,7 @@ class GgufModelWriter {
 
   LlamaConfig cfg_;
   GgmlType type_, emb_type_ = GgmlType::f32, out_type_ = GgmlType::f32;
+  GgufFallback fallback_;
   std::unique_ptr<GgufStream> f_;
   Eigen::VectorXf final_norm_;
   MatrixRM output_;

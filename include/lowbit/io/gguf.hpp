@@ -60,9 +60,10 @@ inline std::string ggml_type_name(std::uint32_t t) {
 }
 
 // ggml.h enum ggml_type values of the types lowbit writes.
-enum class GgmlType : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8 };
+enum class GgmlType : std::uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, q4_k = 12, q6_k = 14 };
 
-constexpr std::int64_t kGgmlBlock = 32;  // QK4_0 = QK4_1 = QK8_0
+constexpr std::int64_t kGgmlBlock = 32;   // QK4_0 = QK4_1 = QK8_0
+constexpr std::int64_t kGgmlSuper = 256;  // QK_K: the K-quants' super-blocks
 
 inline const char* to_string(GgmlType t) {
   switch (t) {
@@ -71,19 +72,26 @@ inline const char* to_string(GgmlType t) {
     case GgmlType::q4_0: return "q4_0";
     case GgmlType::q4_1: return "q4_1";
     case GgmlType::q8_0: return "q8_0";
+    case GgmlType::q4_k: return "q4_k";
+    case GgmlType::q6_k: return "q6_k";
   }
   return "?";
 }
 
 inline GgmlType parse_ggml_type(std::string_view s) {
-  for (GgmlType t : {GgmlType::f32, GgmlType::f16, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q8_0})
+  for (GgmlType t : {GgmlType::f32, GgmlType::f16, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q8_0, GgmlType::q4_k, GgmlType::q6_k})
     if (s == to_string(t)) return t;
-  fail("unknown GGUF tensor type '", std::string(s), "' (expected q4_0, q4_1, q8_0, f16 or f32)");
+  fail("unknown GGUF tensor type '", std::string(s), "' (expected q4_0, q4_1, q8_0, q4_k, q6_k, f16 or f32)");
 }
 
-inline bool is_block_type(GgmlType t) { return t == GgmlType::q4_0 || t == GgmlType::q4_1 || t == GgmlType::q8_0; }
+inline bool is_k_type(GgmlType t) { return t == GgmlType::q4_k || t == GgmlType::q6_k; }
+inline bool is_block_type(GgmlType t) {
+  return t == GgmlType::q4_0 || t == GgmlType::q4_1 || t == GgmlType::q8_0 || is_k_type(t);
+}
+// Elements per block: 32 (Q4_0 / Q4_1 / Q8_0), 256 (K-quants), 1 (f32, f16).
+inline std::int64_t ggml_block_elems(GgmlType t) { return is_k_type(t) ? kGgmlSuper : is_block_type(t) ? kGgmlBlock : 1; }
 
-// Bytes of one block of 32 (block types) or of one element (f32, f16).
+// Bytes of one block (block types) or of one element (f32, f16) -- ggml-common.h's structs.
 inline std::size_t ggml_unit_bytes(GgmlType t) {
   switch (t) {
     case GgmlType::f32: return 4;
@@ -91,15 +99,18 @@ inline std::size_t ggml_unit_bytes(GgmlType t) {
     case GgmlType::q4_0: return 18;
     case GgmlType::q4_1: return 20;
     case GgmlType::q8_0: return 34;
+    case GgmlType::q4_k: return 144;  // fp16 d, dmin; 12 bytes of 6-bit scales / mins; 128 bytes of nibbles
+    case GgmlType::q6_k: return 210;  // 128 bytes low nibbles, 64 high 2-bit pairs, 16 int8 scales, fp16 d
   }
   return 0;
 }
 
-// Bytes of a row of n elements; a block type needs n to be a multiple of 32.
+// Bytes of a row of n elements; a block type needs n to be a multiple of its block.
 inline std::size_t ggml_row_bytes(GgmlType t, std::int64_t n) {
   if (!is_block_type(t)) return std::size_t(n) * ggml_unit_bytes(t);
-  if (n % kGgmlBlock) fail("ggml ", to_string(t), ": a row of ", n, " elements is not a whole number of blocks of 32");
-  return std::size_t(n / kGgmlBlock) * ggml_unit_bytes(t);
+  const std::int64_t b = ggml_block_elems(t);
+  if (n % b) fail("ggml ", to_string(t), ": a row of ", n, " elements is not a whole number of blocks of ", b);
+  return std::size_t(n / b) * ggml_unit_bytes(t);
 }
 
 inline bool ggml_type_to_dtype(std::uint32_t t, DType& d) {
@@ -236,10 +247,11 @@ class GgufFile {
       if (ggml_type_to_dtype(t.ggml_type, d)) {
         t.nbytes = numel * dtype_size(d);
       } else if (is_block_type(GgmlType(t.ggml_type))) {
-        if (t.ne[0] % std::uint64_t(kGgmlBlock))
+        const std::uint64_t be = std::uint64_t(ggml_block_elems(GgmlType(t.ggml_type)));
+        if (t.ne[0] % be)
           fail(path(), ": tensor '", t.name, "' of type ", ggml_type_name(t.ggml_type), " has rows of ", t.ne[0],
-               " elements, not a whole number of blocks of 32");
-        t.nbytes = numel / std::uint64_t(kGgmlBlock) * ggml_unit_bytes(GgmlType(t.ggml_type));
+               " elements, not a whole number of blocks of ", be);
+        t.nbytes = numel / be * ggml_unit_bytes(GgmlType(t.ggml_type));
       }
       if (off > file_.size() - data_start || t.nbytes > file_.size() - data_start - off)
         fail(path(), ": tensor '", t.name, "' at offset ", off, " (", t.nbytes, " bytes) lies outside the file (truncated?)");

@@ -1,4 +1,5 @@
-// lowbit/pack/ggml.hpp -- ggml's block formats Q4_0, Q4_1 and Q8_0 (llama.cpp ggml-common.h, ggml-quants.c).
+// lowbit/pack/ggml.hpp -- ggml's block formats Q4_0, Q4_1 and Q8_0 (llama.cpp ggml-common.h, ggml-quants.c);
+// the K-quants Q4_K / Q6_K are in ggml_k.hpp, dispatched from ggml_quantize_row / ggml_dequantize_row.
 //
 // A row of n weights (n a multiple of 32) is n / 32 blocks of 32 consecutive weights along the input dimension:
 //
@@ -37,6 +38,7 @@
 #include "../core/parallel.hpp"
 #include "../io/gguf.hpp"
 #include "../quant/quantized.hpp"
+#include "ggml_k.hpp"
 
 namespace lowbit {
 
@@ -64,6 +66,7 @@ inline void ggml_quantize_row(GgmlType t, const float* x, std::uint8_t* out, std
     for (std::int64_t i = 0; i < n; ++i) detail::put_half(out + 2 * i, x[i]);
     return;
   }
+  if (is_k_type(t)) return ggml_k_quantize_row(t, x, out, n);
   const std::size_t ub = ggml_unit_bytes(t);
   for (std::int64_t b = 0; b < n / kGgmlBlock; ++b) {
     const float* v = x + b * kGgmlBlock;
@@ -102,6 +105,7 @@ inline void ggml_dequantize_row(GgmlType t, const std::uint8_t* in, float* y, st
     for (std::int64_t i = 0; i < n; ++i) y[i] = detail::get_half(in + 2 * i);
     return;
   }
+  if (is_k_type(t)) return ggml_k_dequantize_row(t, in, y, n);
   const std::size_t ub = ggml_unit_bytes(t);
   for (std::int64_t b = 0; b < n / kGgmlBlock; ++b) {
     const std::uint8_t* p = in + std::size_t(b) * ub;
@@ -201,7 +205,7 @@ inline bool ggml_runs(const QuantizedLinear& ql) {
 }
 
 inline bool ggml_pack_row(GgmlType t, const QuantizedLinear& ql, std::int64_t r, std::uint8_t* out, bool runs) {
-  if (!is_block_type(t) || ql.cols() % kGgmlBlock) return false;
+  if (!is_block_type(t) || is_k_type(t) || ql.cols() % kGgmlBlock) return false;  // K-quants: always re-quantized
   const bool float_zero = ql.grid == Grid::ggml && !ql.symmetric;  // x' = code s + z
   if (float_zero && t != GgmlType::q4_1) return false;
   if (t != GgmlType::q8_0 && ql.bits > 4) return false;
