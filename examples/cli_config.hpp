@@ -180,7 +180,11 @@ class Flat {
   Flat(std::string file, const std::vector<ConfigKey>& known) : file_(std::move(file)) {
     for (const ConfigKey& k : known) known_.insert(k.key);
   }
-  void put(const std::string& key, std::string v, bool is_list = false) {
+  // `json_string`: the value was a JSON string (JSON's types are exact: a string is no number or switch, and only a
+  // string is a text value -- checked where the key is read, from its reader's type).
+  void put(const std::string& key, std::string v, bool is_list = false, bool json_string = false) {
+    if (json_string) json_strings_.insert(key);
+    else if (json_) json_others_.insert(key);
     if (!known_.count(key)) {
       // the nearest known key: the same name elsewhere, or a name within two edits under the same section
       std::string near;
@@ -210,13 +214,21 @@ class Flat {
     }
     return out;
   }
+  // A JSON file (PaddleSlim's): values carry their types.
+  void typed() { json_ = true; }
+  std::string string(const std::string& k) {
+    if (json_others_.count(k)) lowbit::fail(file_, ": key '", k, "' must be a string");
+    return text(k);
+  }
   bool boolean(const std::string& k) {
+    if (json_strings_.count(k)) lowbit::fail(file_, ": key '", k, "' must be true or false");
     std::string v = lower(text(k));
     if (v == "true" || v == "yes" || v == "on") return true;
     if (v == "false" || v == "no" || v == "off") return false;
     lowbit::fail(file_, ": key '", k, "' must be true or false, not '", values_.at(k), "'");
   }
   long long integer(const std::string& k) {
+    if (json_strings_.count(k)) lowbit::fail(file_, ": key '", k, "' must be an integer");
     const std::string v = text(k);
     std::size_t used = 0;
     long long x = 0;
@@ -229,6 +241,7 @@ class Flat {
     return x;
   }
   double number(const std::string& k) {
+    if (json_strings_.count(k)) lowbit::fail(file_, ": key '", k, "' must be a finite number");
     const std::string v = text(k);
     std::size_t used = 0;
     double x = 0;
@@ -263,7 +276,8 @@ class Flat {
 
  private:
   std::string file_;
-  std::set<std::string> known_, lists_;
+  std::set<std::string> known_, lists_, json_strings_, json_others_;
+  bool json_ = false;
   std::map<std::string, std::string> values_;
 };
 
@@ -506,32 +520,22 @@ inline std::vector<ConfigArg> read_paddle_args(const std::string& path) {
   }
   if (!j.is_object()) lowbit::fail(path, ": the argument file must be one JSON object");
   detail::Flat f(path, paddle_keys());
+  f.typed();
   for (auto it = j.begin(); it != j.end(); ++it) {
     const auto& v = it.value();
     if (v.is_object() || v.is_array()) lowbit::fail(path, ": key '", it.key(), "' must be a single value");
     if (v.is_null()) continue;
-    f.put(it.key(), v.is_string() ? v.get<std::string>() : v.dump());
-    // JSON types are exact: a string where a number or a switch belongs is an error
-    const bool want_bool = std::string(it.key()).find("do_") == 0 || it.key() == "shift" || it.key() == "smooth" ||
-                           it.key().find("_all_linears") != std::string::npos || it.key() == "auto_clip" ||
-                           it.key() == "smooth_piecewise_search" || it.key() == "smooth_search_piece" || it.key() == "fp16" ||
-                           it.key() == "bf16" || it.key() == "eval_with_do_generation" || it.key() == "unified_checkpoint";
-    const bool want_int = it.key().find("_step") != std::string::npos || it.key().find("batch_size") != std::string::npos ||
-                          it.key() == "max_length" || it.key() == "src_length" || it.key() == "smooth_k_piece" ||
-                          it.key() == "eval_accumulation_steps";
-    if (want_bool && !v.is_boolean()) lowbit::fail(path, ": key '", it.key(), "' must be true or false");
-    if (want_int && !v.is_number_integer()) lowbit::fail(path, ": key '", it.key(), "' must be an integer");
-    if (!want_bool && !want_int && !v.is_string()) lowbit::fail(path, ": key '", it.key(), "' must be a string");
+    f.put(it.key(), v.is_string() ? v.get<std::string>() : v.dump(), false, v.is_string());
   }
   std::vector<ConfigArg> out;
   detail::Args a(out);
   const auto on = [&](const char* k) { return f.has(k) && f.boolean(k); };
   const auto str = [&](const char* k, const char* opt) {
-    if (f.has(k)) a.option(opt, f.text(k), k);
+    if (f.has(k)) a.option(opt, f.string(k), k);
   };
   str("model_name_or_path", "--model");
   if (f.has("dataset_name_or_path")) {
-    const std::string d = f.text("dataset_name_or_path");
+    const std::string d = f.string("dataset_name_or_path");
     const bool file = d.size() > 5 && (d.compare(d.size() - 5, 5, ".json") == 0 || d.compare(d.size() - 6, 6, ".jsonl") == 0);
     a.option("--calib", file ? d : detail::join_path(d, "quant.json"), "dataset_name_or_path");
   }
@@ -552,12 +556,12 @@ inline std::vector<ConfigArg> read_paddle_args(const std::string& path) {
   if (on("shift")) a.flag("--shift", "shift");
   if (on("shift_all_linears")) a.flag("--shift-all-linears", "shift_all_linears");
   if (f.has("shift_sampler")) {
-    const std::string s = f.text("shift_sampler");
+    const std::string s = f.string("shift_sampler");
     if (s != "ema" && s != "none") f.bad("shift_sampler", "ema or none");
     a.option("--shift-sampler", s == "ema" ? "ema" : "minmax", "shift_sampler");
   }
   if (on("smooth_all_linears")) a.flag("--smooth-all-linears", "smooth_all_linears");
-  if (f.has("smooth_sampler") && f.text("smooth_sampler") != "none") f.bad("smooth_sampler", "lowbit's smoothing uses the absolute maxima (none)");
+  if (f.has("smooth_sampler") && f.string("smooth_sampler") != "none") f.bad("smooth_sampler", "lowbit's smoothing uses the absolute maxima (none)");
   if (f.has("smooth_k_piece")) a.option("--k-piece", std::to_string(f.integer("smooth_k_piece")), "smooth_k_piece");
   if (on("smooth_search_piece")) a.flag("--search-piece", "smooth_search_piece");
   if (on("do_awq") && f.has("auto_clip") && !f.boolean("auto_clip")) a.flag("--no-clip", "auto_clip");
@@ -574,6 +578,7 @@ inline std::vector<ConfigArg> read_paddle_args(const std::string& path) {
   if (f.has("max_length")) a.option("--calib-seq-len", std::to_string(f.integer("max_length")), "max_length");
   for (const char* k : {"fp16", "bf16", "do_eval", "unified_checkpoint"})
     if (f.has(k)) (void)f.boolean(k);
+  if (f.has("fp16_opt_level")) (void)f.string("fp16_opt_level");
   return out;
 }
 
