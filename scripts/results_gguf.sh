@@ -3,13 +3,13 @@
 # (symmetric grid) and Q4_1 (asymmetric), with --save-gguf; then the file itself evaluated by `lowbit eval`
 # (protocol P's evaluation: the first 100,352 tokens of the eval text in windows of 256), its size, and the
 # export's own report (which linears hold the method's codes).
-#   stories260K W4 g32 on each method's reference grid (the 172-wide FFN rows ragged: F16 in the file, of the
-#   method's weights, and with --gguf-fallback float of the float weights as llama.cpp's fallback); babyllama-tok105
-#   W4 g32, AWQ on llama.cpp's grids (--grid ggml: Q4_0 d = max / -8, Q4_1 d = (max - min) / 15, m = min), GPTQ on
-#   its own (it has no ggml grid); every row is whole blocks.
+#   stories260K W4 g32 on each method's reference grid and on llama.cpp's grids (--grid ggml: Q4_0 d = max / -8,
+#   Q4_1 d = (max - min) / 15, m = min), the 172-wide FFN rows ragged: F16 in the file, of the method's weights, and
+#   with --gguf-fallback float of the float weights as llama.cpp's fallback; babyllama-tok105 W4 g32 on llama.cpp's
+#   grids; every row is whole blocks.
 #   llama.cpp's own RTN is `lowbit convert --gguf-type q4_0|q4_1` (its reference quantizers, bit for bit; a row that
 #   is not whole blocks stays F16 of the float weights there, as llama.cpp does);
-#   AWQ, GPTQ, AWQ+GPTQ on their reference grids; awq+omniquant (5 epochs) on the minmax grid (symmetric
+#   AWQ, GPTQ, AWQ+GPTQ on the grid of the table; awq+omniquant (5 epochs) on the minmax grid (symmetric
 #   OmniQuant's own grid has z = 2^(b-1) - 1, no Q4_0).  Calibration as protocol P.
 # Prints one line per file: model, method, type, ppl of the method's fake-quantized model (quantize --eval), ppl of
 # the GGUF as lowbit eval reads it, the file's size, the linears stored as codes / re-quantized / F16.
@@ -25,29 +25,30 @@ field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eva
 one() {  # name, model args..., -- , method, type, quantize args...
   local name=$1 method=$2 type=$3
   shift 3
-  local f="$out/$name-${method//+/_}-$type${FALLBACK:+-$FALLBACK}.gguf" sym=()
+  local f="$out/$name-${method//+/_}-$type${GRID:+-$GRID}${FALLBACK:+-$FALLBACK}.gguf" sym=()
   [ "$type" = q4_0 ] && sym=(--sym)
   "$LOWBIT" quantize --threads 2 --quiet --method "$method" "${sym[@]}" "$@" --save-gguf "$f" --gguf-type "$type" \
     --json > "$f.quantize.json"
   local data=("${EVAL[@]}")
   "$LOWBIT" eval --threads 2 --quiet --model "$f" "${data[@]}" --seq-len 256 --max-tokens 100352 --json > "$f.eval.json"
-  printf '%-10s %-14s %-5s%s fake-quant %s  gguf %s  %s bytes  codes/requant/f16 %s/%s/%s\n' "$name" "$method" "$type" "${FALLBACK:+ ($FALLBACK fallback)}" \
+  printf '%-10s %-14s %-5s %-9s%s fake-quant %s  gguf %s  %s bytes  codes/requant/f16 %s/%s/%s\n' "$name" "$method" "$type" "${GRID:-}" "${FALLBACK:+ ($FALLBACK fallback)}" \
     "$(field "$f.quantize.json" 'round(d["ppl_quant"], 4)')" "$(field "$f.eval.json" 'round(d["ppl"], 4)')" \
     "$(stat -c %s "$f")" \
     "$(field "$f.quantize.json" 'd["outputs"]["gguf"]["linears_codes"]')" \
     "$(field "$f.quantize.json" 'd["outputs"]["gguf"]["linears_requantized"]')" \
     "$(field "$f.quantize.json" 'd["outputs"]["gguf"]["linears_f16"]')"
 }
-table() {  # name, group, grid ("reference": each method's own, ragged; "ggml": llama.cpp's grids), then the model / data
+table() {  # name, group, grid ("reference": each method's own; "ggml": llama.cpp's grids), then the model / data
   local name=$1 g=$2 grid=$3
   shift 3
-  local how=(--ragged)
+  local how=()
   [ "$grid" = ggml ] && how=(--grid ggml)
   for type in q4_0 q4_1; do
-    one "$name" awq "$type" --wbits 4 --group "$g" "${how[@]}" "$@"
-    one "$name" gptq "$type" --wbits 4 --group "$g" --ragged "$@"  # GPTQ runs on its own grid (no ggml)
-    one "$name" awq+gptq "$type" --wbits 4 --group "$g" --ragged "$@"
-    one "$name" awq+omniquant "$type" --wbits 4 --group "$g" --ragged --grid minmax "$@"  # OmniQuant trains on minmax / omniquant
+    GRID=$grid one "$name" awq "$type" --wbits 4 --group "$g" "${how[@]}" "$@"
+    GRID=$grid one "$name" gptq "$type" --wbits 4 --group "$g" "${how[@]}" "$@"
+    GRID=$grid one "$name" awq+gptq "$type" --wbits 4 --group "$g" "${how[@]}" "$@"
+    [ "$grid" = ggml ] && [ "$name" = stories ] && continue  # the same OmniQuant rows as the reference table
+    GRID=$grid one "$name" awq+omniquant "$type" --wbits 4 --group "$g" --grid minmax "$@"  # OmniQuant trains on minmax / omniquant
   done
 }
 calib() { echo --calib "$1" --calib-samples 128 --calib-seq-len 256 --calib-sampling sequential; }
@@ -68,14 +69,16 @@ if [ "$which" = all ] || [ "$which" = stories ]; then
       --model "$out/stories-rtn-$type.gguf" "${EVAL[@]}" --seq-len 256 --max-tokens 100352 --json | \
       python3 -c 'import json,sys; print(round(json.load(sys.stdin)["ppl"], 4))')" "$(stat -c %s "$out/stories-rtn-$type.gguf")"
   done
-  # shellcheck disable=SC2046
-  table stories 32 reference --model "$S/models/stories260K/stories260K.bin" $(calib "$S/data/tinystories/tinystories_val.calib.txt") \
-    --eval "${EVAL[1]}" --eval-seq-len 256 --eval-max-tokens 100352
+  for grid in reference ggml; do
+    # shellcheck disable=SC2046
+    table stories 32 "$grid" --ragged --model "$S/models/stories260K/stories260K.bin" \
+      $(calib "$S/data/tinystories/tinystories_val.calib.txt") --eval "${EVAL[1]}" --eval-seq-len 256 --eval-max-tokens 100352
+  done
   # the 172-wide FFN rows as llama.cpp's own fallback holds them: F16 of the float weights (--gguf-fallback float)
   for type in q4_0 q4_1; do
     for method in gptq awq+gptq; do
       # shellcheck disable=SC2046
-      FALLBACK=float one stories "$method" "$type" --wbits 4 --group 32 --ragged --gguf-fallback float \
+      GRID=ggml FALLBACK=float one stories "$method" "$type" --wbits 4 --group 32 --ragged --grid ggml --gguf-fallback float \
         --model "$S/models/stories260K/stories260K.bin" $(calib "$S/data/tinystories/tinystories_val.calib.txt") \
         --eval "${EVAL[1]}" --eval-seq-len 256 --eval-max-tokens 100352
     done

@@ -1,5 +1,5 @@
-// GGUF export (formats/gguf_export.hpp): stories260K quantized and written for llama.cpp, then read back by lowbit's
-// GGUF loader -- the method's own codes come back as (code - z) fp16(s) exactly, rows that are not whole blocks
+// GGUF export (formats/gguf_export.hpp): stories260K quantized (RTN, GPTQ) and written for llama.cpp, then read back
+// by lowbit's GGUF loader -- the method's own codes come back as (code - z) fp16(s) exactly, rows that are not whole blocks
 // (the 172-wide down projection) as F16, the tied embeddings as Q8_0; a rotate-half (Hugging Face) model's q / k
 // rows are permuted to llama.cpp's order; the file appears only on commit.
 #include <catch2/catch.hpp>
@@ -32,23 +32,28 @@ TEST_CASE("a quantized stories260K as GGUF Q4_0 / Q4_1 loads back to the method'
   const Tokenizer tok = Tokenizer::load_llama2c(lowbit_test::shared_path("models/stories260K/tok512.bin"), 512);
   const std::vector<int> ids = read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.eval.tokens.i32"));
   const std::string path = std::string(LOWBIT_BUILD_DIR) + "/export_q4.gguf";
-  // RTN on llama.cpp's own grids (Q4_0: symmetric, Q4_1: asymmetric) and AWQ's min-max grid (asymmetric: Q4_1)
+  const Windows calib =
+      sequential_windows(read_token_file(lowbit_test::shared_path("data/tinystories/tinystories_val.calib.tokens.i32")), 8, 64);
+  // RTN and GPTQ on llama.cpp's own grids (Q4_0: symmetric, Q4_1: asymmetric), RTN on AWQ's min-max grid
+  // (asymmetric: Q4_1, re-quantized as Q4_0)
   struct Case {
+    const char* method;
     bool sym;
     Grid grid;
     GgmlType type;
   };
-  for (const Case& k : {Case{true, Grid::ggml, GgmlType::q4_0}, Case{false, Grid::ggml, GgmlType::q4_1},
-                        Case{false, Grid::minmax, GgmlType::q4_1}, Case{false, Grid::minmax, GgmlType::q4_0}}) {
-    INFO(to_string(k.grid) << (k.sym ? " sym" : " asym") << " as " << to_string(k.type));
+  for (const Case& k : {Case{"rtn", true, Grid::ggml, GgmlType::q4_0}, Case{"rtn", false, Grid::ggml, GgmlType::q4_1},
+                        Case{"gptq", true, Grid::ggml, GgmlType::q4_0}, Case{"gptq", false, Grid::ggml, GgmlType::q4_1},
+                        Case{"rtn", false, Grid::minmax, GgmlType::q4_1}, Case{"rtn", false, Grid::minmax, GgmlType::q4_0}}) {
+    INFO(k.method << " " << to_string(k.grid) << (k.sym ? " sym" : " asym") << " as " << to_string(k.type));
     std::remove(path.c_str());
     ModelSink keep(fp, {true, false, true});
     GgufSink gguf(fp, &tok, path, k.type);
     SinkFan fan;
     fan.add(&keep), fan.add(&gguf);
     const auto run = [&](const auto& q) {
-      auto chain = make_method_chain("rtn", q);
-      quantize_model(fp, {}, chain, fan);
+      auto chain = make_method_chain(k.method, q);
+      quantize_model(fp, std::string(k.method) == "rtn" ? Windows{} : calib, chain, fan);
     };
     if (k.sym) run(Quantizer<Bits<4>, PerGroup<dynamic_group>, Symmetric>(32, k.grid, true));  // ragged: 172 = 5 x 32 + 12
     else run(Quantizer<Bits<4>, PerGroup<dynamic_group>, Asymmetric>(32, k.grid, true));

@@ -15,6 +15,11 @@
 // alternative `GroupFit::current` fits them on the fully updated columns.  static_groups fits every group
 // on the original, unpermuted W before the loop.  A failed Cholesky retries with 10x the damping (reported).
 //
+// Every grid of grid.hpp works, Grid::ggml included: its groups are fitted from the range and the signed
+// absmax of the same copy, and each column is rounded by llama.cpp's reference formula -- so GPTQ at g32 on the
+// ggml grid compensates exactly the rounding that a Q4_0 / Q4_1 / Q8_0 block will hold (formats/gguf_export.hpp
+// writes those codes as they are).
+//
 // Layout: W is row-major [out, in]; internally lowbit works on W^T so a column of W is a contiguous row.
 #pragma once
 
@@ -202,7 +207,6 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
   const Eigen::Index rows = W_in.rows(), cols = W_in.cols();
   if (H_in.rows() != cols || H_in.cols() != cols)
     fail(name, ": Hessian is ", H_in.rows(), "x", H_in.cols(), ", expected ", cols, "x", cols);
-  if (q.grid == Grid::ggml) fail(name, ": GPTQ does not support the ggml grid");
   if (o.block_size <= 0) fail(name, ": GPTQ block size ", o.block_size, " must be positive");
   const GroupLayout L = group_layout(q, rows, cols, name);
   const Eigen::Index gs = L.group;
@@ -227,17 +231,24 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
   const Eigen::MatrixXd& H0 = H_edit.size() ? H_edit : H_in;
 
   const float qmaxf = float(Q::qmax);
+  const bool ggml = q.grid == Grid::ggml;  // llama.cpp's block grid: its own rounding (grid.hpp), per element
   // Fits min-max parameters (q.fit_range) on rows [r0, r0+nr) of W's columns [c0, c0+n) -- src holds columns
   // as rows -- into the parameter rows [out0, out0+nr) of group g.
   auto fit_rows = [&](const auto& src, Eigen::Index c0, Eigen::Index n, Eigen::Index r0, Eigen::Index nr, Eigen::Index g,
                       Eigen::Index out0) {
-    Eigen::VectorXf mn = src.row(c0).segment(r0, nr).transpose(), mx = mn;
+    Eigen::VectorXf mn = src.row(c0).segment(r0, nr).transpose(), mx = mn, sm = mn;
     for (Eigen::Index c = c0 + 1; c < c0 + n; ++c) {
       mn = mn.cwiseMin(src.row(c).segment(r0, nr).transpose());
       mx = mx.cwiseMax(src.row(c).segment(r0, nr).transpose());
     }
+    if (ggml)  // the value of largest magnitude, the first one on a tie (detail::signed_absmax, column order)
+      for (Eigen::Index c = c0 + 1; c < c0 + n; ++c)
+        for (Eigen::Index i = 0; i < nr; ++i) {
+          const float v = src(c, r0 + i);
+          if (std::fabs(v) > std::fabs(sm[i])) sm[i] = v;
+        }
     for (Eigen::Index i = 0; i < nr; ++i) {
-      const GroupParams p = q.fit_range(mn[i], mx[i], 0.0f);  // the ggml grid is rejected above
+      const GroupParams p = q.fit_range(mn[i], mx[i], sm[i]);
       r.params.scale(out0 + i, g) = p.scale, r.params.zero(out0 + i, g) = p.zero;
     }
   };
@@ -322,8 +333,15 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
         float* e = Err1.row(i).data() + r0;
         float loss = 0.0f;
         for (Eigen::Index k = 0; k < nr; ++k) {
-          const float code = std::min(std::max(std::nearbyint(w[k] / sc[k]) + zc[k], 0.0f), qmaxf);
-          qd[k] = sc[k] * (code - zc[k]);
+          float code;
+          if (ggml) {
+            const GroupParams p{sc[k], zc[k]};
+            code = q.quantize_value(w[k], p);
+            qd[k] = q.dequantize_value(code, p);
+          } else {
+            code = std::min(std::max(std::nearbyint(w[k] / sc[k]) + zc[k], 0.0f), qmaxf);
+            qd[k] = sc[k] * (code - zc[k]);
+          }
           cd[k] = static_cast<std::uint8_t>(code);
           const float diff = w[k] - qd[k];
           loss += diff * diff / (d * d);

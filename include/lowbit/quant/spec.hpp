@@ -46,7 +46,6 @@ inline void validate(const QuantSpec& s) {
   if (!bits_ok(s.abits)) fail("quant spec: abits ", s.abits, " is not supported (2..8, or 16 = not quantized)");
   if (s.group_size == 0 || s.group_size < -1)
     fail("quant spec: group_size ", s.group_size, " is not supported (a positive size, or -1 = per channel)");
-  if (s.grid == Grid::ggml && s.allow_ragged) fail("quant spec: grid ggml has fixed blocks and cannot be ragged");
 }
 
 inline std::string to_string(const QuantSpec& s) {
