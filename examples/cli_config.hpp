@@ -180,11 +180,14 @@ class Flat {
   Flat(std::string file, const std::vector<ConfigKey>& known) : file_(std::move(file)) {
     for (const ConfigKey& k : known) known_.insert(k.key);
   }
-  // `json_string`: the value was a JSON string (JSON's types are exact: a string is no number or switch, and only a
-  // string is a text value -- checked where the key is read, from its reader's type).
-  void put(const std::string& key, std::string v, bool is_list = false, bool json_string = false) {
-    if (json_string) json_strings_.insert(key);
-    else if (json_) json_others_.insert(key);
+  // What a value was in its file: YAML values are text, read as whatever the key needs; JSON's types are exact (a
+  // string is no number or switch, and only a string is a text value) -- checked where the key is read, from its
+  // reader's type.
+  enum class Kind { text, json_string, json_other, list };
+  void put(const std::string& key, std::string v, Kind kind = Kind::text) {
+    if (kind == Kind::json_string) json_strings_.insert(key);
+    if (kind == Kind::json_other) json_others_.insert(key);
+    if (kind == Kind::list) lists_.insert(key);
     if (!known_.count(key)) {
       // the nearest known key: the same name elsewhere, or a name within two edits under the same section
       std::string near;
@@ -196,7 +199,6 @@ class Flat {
                    "; lowbit help config lists the keys");
     }
     values_[key] = std::move(v);
-    if (is_list) lists_.insert(key);
   }
   bool has(const std::string& k) const { return values_.count(k) != 0; }
   const std::string& file() const { return file_; }
@@ -214,8 +216,6 @@ class Flat {
     }
     return out;
   }
-  // A JSON file (PaddleSlim's): values carry their types.
-  void typed() { json_ = true; }
   std::string string(const std::string& k) {
     if (json_others_.count(k)) lowbit::fail(file_, ": key '", k, "' must be a string");
     return text(k);
@@ -277,7 +277,6 @@ class Flat {
  private:
   std::string file_;
   std::set<std::string> known_, lists_, json_strings_, json_others_;
-  bool json_ = false;
   std::map<std::string, std::string> values_;
 };
 
@@ -324,7 +323,7 @@ inline void flatten(const YAML::Node& n, const std::string& prefix, Flat& f) {
       if (!e.IsScalar()) lowbit::fail(f.file(), ": key '", prefix, "' must be a list of values");
       v += (v.empty() ? "" : ",") + e.Scalar();
     }
-    f.put(prefix, v, true);
+    f.put(prefix, v, detail::Flat::Kind::list);
   } else if (n.IsScalar()) {
     f.put(prefix, n.Scalar());
   } else if (n.IsNull()) {
@@ -520,12 +519,12 @@ inline std::vector<ConfigArg> read_paddle_args(const std::string& path) {
   }
   if (!j.is_object()) lowbit::fail(path, ": the argument file must be one JSON object");
   detail::Flat f(path, paddle_keys());
-  f.typed();
   for (auto it = j.begin(); it != j.end(); ++it) {
     const auto& v = it.value();
     if (v.is_object() || v.is_array()) lowbit::fail(path, ": key '", it.key(), "' must be a single value");
     if (v.is_null()) continue;
-    f.put(it.key(), v.is_string() ? v.get<std::string>() : v.dump(), false, v.is_string());
+    f.put(it.key(), v.is_string() ? v.get<std::string>() : v.dump(),
+          v.is_string() ? detail::Flat::Kind::json_string : detail::Flat::Kind::json_other);
   }
   std::vector<ConfigArg> out;
   detail::Args a(out);

@@ -3,8 +3,6 @@
 #include <lowbit/algorithms/gptq.hpp>
 #include <lowbit/io/safetensors.hpp>
 #include <lowbit/quant/spec.hpp>
-#include <functional>
-#include <memory>
 #include <random>
 
 #include "support/shared_data.hpp"
@@ -32,22 +30,18 @@ Eigen::MatrixXd correlated_hessian(Eigen::Index in, std::uint32_t seed, MatrixRM
   return acc.hessian();
 }
 
-// One group's rounding in a naive GPTQ: fitted on the group's current values, then applied to one value.
-struct NaiveRound {
-  virtual ~NaiveRound() = default;
-  virtual void fit(const Eigen::VectorXf& seg) = 0;
-  virtual float operator()(float x) const = 0;  // the dequantized value of x
-};
+// One group's rounding in a naive GPTQ (a Round): fit(seg) on the group's current values, then operator()(x)
+// the dequantized value of x.
 
 // The gptq grid, asymmetric (quant.py of the reference).
-struct GptqGridRound : NaiveRound {
+struct GptqGridRound {
   int bits;
   GroupParams p{};
   explicit GptqGridRound(int b) : bits(b) {}
-  void fit(const Eigen::VectorXf& seg) override {
+  void fit(const Eigen::VectorXf& seg) {
     p = group_params(Grid::gptq, bits, false, seg.minCoeff() + 0.0f, seg.maxCoeff() + 0.0f, 0.0f);
   }
-  float operator()(float x) const override {
+  float operator()(float x) const {
     const float code = std::min(std::max(std::nearbyint(x / p.scale) + p.zero, 0.0f), float((1 << bits) - 1));
     return p.scale * (code - p.zero);
   }
@@ -55,11 +49,11 @@ struct GptqGridRound : NaiveRound {
 
 // llama.cpp's reference block quantizers (ggml-quants.c quantize_row_q4_0_ref / quantize_row_q4_1_ref), with d and
 // m in float32 as they are computed there (the file stores them as fp16 afterwards).
-struct GgmlQ4Round : NaiveRound {
+struct GgmlQ4Round {
   bool q4_0;
   float d = 0, m = 0;
   explicit GgmlQ4Round(bool sym) : q4_0(sym) {}
-  void fit(const Eigen::VectorXf& seg) override {
+  void fit(const Eigen::VectorXf& seg) {
     if (q4_0) {
       float amax = 0, mx = 0;
       for (Eigen::Index i = 0; i < seg.size(); ++i)
@@ -70,7 +64,7 @@ struct GgmlQ4Round : NaiveRound {
       d = (seg.maxCoeff() - m) / 15;
     }
   }
-  float operator()(float x) const override {
+  float operator()(float x) const {
     const float id = d ? 1.0f / d : 0.0f;
     if (q4_0) return float(std::min(15, int(std::int8_t(x * id + 8.5f))) - 8) * d;
     return float(std::min(15, int(std::int8_t((x - m) * id + 0.5f)))) * d + m;
@@ -80,21 +74,21 @@ struct GgmlQ4Round : NaiveRound {
 // Straightforward GPTQ written here: column by column, no lazy batching, the whole remaining W updated
 // after every column, explicit inverse (double throughout).  Groups are fitted on the current weights at
 // the group's first column, which equals lowbit's GroupFit::current.
-MatrixRM naive_gptq(const MatrixRM& W, Eigen::MatrixXd H, const std::function<std::unique_ptr<NaiveRound>()>& make,
-                    int gs, double percdamp) {
+// `proto`: the Round every row starts from.
+template <class Round>
+MatrixRM naive_gptq(const MatrixRM& W, Eigen::MatrixXd H, const Round& proto, int gs, double percdamp) {
   const Eigen::Index rows = W.rows(), cols = W.cols();
   H.diagonal().array() += percdamp * H.diagonal().mean();
   const Eigen::MatrixXd Hinv = H.inverse();
   const Eigen::MatrixXd U = Eigen::LLT<Eigen::MatrixXd>(Hinv).matrixU();
   MatrixRM w = W, Qm(rows, cols);
-  std::vector<std::unique_ptr<NaiveRound>> p;
-  for (Eigen::Index r = 0; r < rows; ++r) p.push_back(make());
+  std::vector<Round> p(std::size_t(rows), proto);
   for (Eigen::Index c = 0; c < cols; ++c) {
     if (c % gs == 0)
       for (Eigen::Index r = 0; r < rows; ++r)
-        p[std::size_t(r)]->fit(w.row(r).segment(c, std::min<Eigen::Index>(gs, cols - c)).transpose());
+        p[std::size_t(r)].fit(w.row(r).segment(c, std::min<Eigen::Index>(gs, cols - c)).transpose());
     for (Eigen::Index r = 0; r < rows; ++r) {
-      Qm(r, c) = (*p[std::size_t(r)])(w(r, c));
+      Qm(r, c) = p[std::size_t(r)](w(r, c));
       const float err = (w(r, c) - Qm(r, c)) / float(U(c, c));
       for (Eigen::Index j = c + 1; j < cols; ++j) w(r, j) -= float(U(c, j)) * err;
     }
@@ -112,7 +106,7 @@ TEST_CASE("GPTQ equals a straightforward column-by-column GPTQ (same codes)", "[
   o.block_size = 40;  // blocks that do not align with groups
   o.group_params_from = GroupFit::current;
   const GptqResult r = gptq_quantize(q, W, H, o);
-  const MatrixRM ref = naive_gptq(W, H, [] { return std::make_unique<GptqGridRound>(3); }, 32, 0.01);
+  const MatrixRM ref = naive_gptq(W, H, GptqGridRound(3), 32, 0.01);
   Eigen::Index same = 0;
   for (Eigen::Index i = 0; i < W.size(); ++i) {
     const Eigen::Index rr = i / W.cols(), cc = i % W.cols();
@@ -131,7 +125,7 @@ TEST_CASE("GPTQ on the ggml grid equals a straightforward GPTQ with llama.cpp's 
     GptqOptions o;
     o.block_size = 48;
     o.group_params_from = GroupFit::current;
-    const MatrixRM ref = naive_gptq(W, H, [sym] { return std::make_unique<GgmlQ4Round>(sym); }, 32, 0.01);
+    const MatrixRM ref = naive_gptq(W, H, GgmlQ4Round(sym), 32, 0.01);
     QuantSpec spec{4, 16, 32, sym, Grid::ggml, true};
     visit(spec, [&](auto q) {
       const GptqResult r = gptq_quantize(q, W, H, o);
@@ -149,7 +143,7 @@ TEST_CASE("GPTQ on the ggml grid equals a straightforward GPTQ with llama.cpp's 
       // with a diagonal Hessian nothing propagates: GPTQ is the reference quantizer itself (RTN), code for code
       const Eigen::MatrixXd D = Eigen::VectorXd::LinSpaced(172, 1.0, 3.0).asDiagonal();
       const GptqResult diag = gptq_quantize(q, W, D);
-      const MatrixRM rtn = naive_gptq(W, D, [sym] { return std::make_unique<GgmlQ4Round>(sym); }, 32, 0.01);
+      const MatrixRM rtn = naive_gptq(W, D, GgmlQ4Round(sym), 32, 0.01);
       REQUIRE(diag.Q == rtn);
       auto loss = [&](const MatrixRM& Qm) {
         const Eigen::MatrixXd d = (Qm - W).cast<double>();

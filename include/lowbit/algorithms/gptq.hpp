@@ -230,23 +230,19 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
   }
   const Eigen::MatrixXd& H0 = H_edit.size() ? H_edit : H_in;
 
-  const float qmaxf = float(Q::qmax);
-  const bool ggml = q.grid == Grid::ggml;  // llama.cpp's block grid: its own rounding (grid.hpp), per element
   // Fits min-max parameters (q.fit_range) on rows [r0, r0+nr) of W's columns [c0, c0+n) -- src holds columns
   // as rows -- into the parameter rows [out0, out0+nr) of group g.
   auto fit_rows = [&](const auto& src, Eigen::Index c0, Eigen::Index n, Eigen::Index r0, Eigen::Index nr, Eigen::Index g,
                       Eigen::Index out0) {
+    // range and the value of largest magnitude (the ggml grid's; the first one on a tie, as
+    // detail::signed_absmax, in column order)
     Eigen::VectorXf mn = src.row(c0).segment(r0, nr).transpose(), mx = mn, sm = mn;
     for (Eigen::Index c = c0 + 1; c < c0 + n; ++c) {
-      mn = mn.cwiseMin(src.row(c).segment(r0, nr).transpose());
-      mx = mx.cwiseMax(src.row(c).segment(r0, nr).transpose());
+      const auto col = src.row(c).segment(r0, nr).transpose();
+      mn = mn.cwiseMin(col);
+      mx = mx.cwiseMax(col);
+      sm = (col.array().abs() > sm.array().abs()).select(col, sm);
     }
-    if (ggml)  // the value of largest magnitude, the first one on a tie (detail::signed_absmax, column order)
-      for (Eigen::Index c = c0 + 1; c < c0 + n; ++c)
-        for (Eigen::Index i = 0; i < nr; ++i) {
-          const float v = src(c, r0 + i);
-          if (std::fabs(v) > std::fabs(sm[i])) sm[i] = v;
-        }
     for (Eigen::Index i = 0; i < nr; ++i) {
       const GroupParams p = q.fit_range(mn[i], mx[i], sm[i]);
       r.params.scale(out0 + i, g) = p.scale, r.params.zero(out0 + i, g) = p.zero;
@@ -333,15 +329,9 @@ GptqResult gptq_quantize(const Q& q, ConstMatrixRef W_in, const Eigen::MatrixXd&
         float* e = Err1.row(i).data() + r0;
         float loss = 0.0f;
         for (Eigen::Index k = 0; k < nr; ++k) {
-          float code;
-          if (ggml) {
-            const GroupParams p{sc[k], zc[k]};
-            code = q.quantize_value(w[k], p);
-            qd[k] = q.dequantize_value(code, p);
-          } else {
-            code = std::min(std::max(std::nearbyint(w[k] / sc[k]) + zc[k], 0.0f), qmaxf);
-            qd[k] = sc[k] * (code - zc[k]);
-          }
+          const GroupParams p{sc[k], zc[k]};  // the grid's own rounding (grid.hpp; llama.cpp's on the ggml grid)
+          const float code = q.quantize_value(w[k], p);
+          qd[k] = q.dequantize_value(code, p);
           cd[k] = static_cast<std::uint8_t>(code);
           const float diff = w[k] - qd[k];
           loss += diff * diff / (d * d);

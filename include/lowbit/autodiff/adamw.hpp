@@ -8,8 +8,14 @@
 //
 // defaults b1 = 0.9, b2 = 0.999, eps = 1e-8.  Each parameter has its own learning rate and weight decay
 // (torch's parameter groups: OmniQuant's LET at 5e-3 and LWC at 1e-2).
+//
+// For training a model: clip_grad_norm (torch.nn.utils.clip_grad_norm_: the global 2-norm over every gradient,
+// summed in double in parameter order; when it exceeds max every gradient is scaled by max / (norm + 1e-6)) and
+// cosine_lr (linear warm-up to lr_max, then half a cosine down to lr_min at the last step, as llama2.c's
+// train.py get_lr).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -77,5 +83,26 @@ class AdamW {
   std::vector<Parameter<T>> params_;
   long t_ = 0;
 };
+
+// Returns the norm before clipping.
+template <class T>
+double clip_grad_norm(AdamW<T>& opt, double max_norm) {
+  double ss = 0;
+  for (std::size_t i = 0; i < opt.size(); ++i) ss += opt[int(i)].grad.template cast<double>().squaredNorm();
+  const double norm = std::sqrt(ss);
+  if (max_norm > 0 && norm > max_norm) {
+    const T k = T(max_norm / (norm + 1e-6));
+    for (std::size_t i = 0; i < opt.size(); ++i) opt[int(i)].grad *= k;
+  }
+  return norm;
+}
+
+// The learning rate of step `step` (0-based) of `total`.
+inline double cosine_lr(long step, long total, long warmup, double lr_max, double lr_min) {
+  if (step < warmup) return lr_max * double(step + 1) / double(warmup);
+  if (step >= total) return lr_min;
+  const double r = double(step - warmup) / double(std::max(1L, total - warmup));
+  return lr_min + 0.5 * (1.0 + std::cos(3.14159265358979323846 * r)) * (lr_max - lr_min);
+}
 
 }  // namespace lowbit::ad

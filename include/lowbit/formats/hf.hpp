@@ -364,6 +364,15 @@ class HfWriter {
     ++next_;
   }
 
+  // A further file of the folder (a tokenizer beside the weights), written with it and put in place with it.
+  void add_file(const std::string& name, const std::string& bytes) {
+    if (name.empty() || name.find('/') != std::string::npos || name == "config.json" || name == "model.safetensors")
+      fail(dir_.path(), ": '", name, "' cannot be added to the model folder");
+    AtomicFile f(dir_.staging() + "/" + name);
+    f.write(bytes.data(), bytes.size());
+    f.commit();
+  }
+
   // Finishes both files in the staging folder, then puts the folder in place in one step (AtomicDir).
   void commit() {
     if (next_ != cfg_.n_layers) fail(dir_.path(), ": ", cfg_.n_layers - next_, " blocks were never written");

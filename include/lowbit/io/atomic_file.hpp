@@ -192,6 +192,7 @@ inline void check_replaceable_dir(const std::string& dir) {
     };
     const bool model_file = n == "config.json" || n == "generation_config.json" || n == "tokenizer.json" ||
                             n == "tokenizer_config.json" || n == "special_tokens_map.json" || n == "tokenizer.model" ||
+                            n == "tokenizer.bin" ||
                             n == "quantize_config.json" || ends(".safetensors") || ends(".safetensors.index.json") ||
                             n.find(".tmp-") != std::string::npos;
     if (!model_file || is_dir(dir + "/" + n)) {
