@@ -140,6 +140,10 @@ int run(const Args& a) {
   const auto t0 = clock::now();
   const auto secs = [&] { return std::chrono::duration<double>(clock::now() - t0).count(); };
   if (a.threads > 0) lowbit::set_num_threads(a.threads);
+  // every output checked before minutes of training, not at the first checkpoint
+  lowbit::check_writable_dir(a.out);
+  if (!a.log.empty()) lowbit::check_writable_file(a.log);
+  if (!a.plot.empty()) lowbit::check_writable_file(a.plot);
   const std::string train_text = read_text(a.train), val_text = read_text(a.val);
 
   lowbit::BpeOptions bo;
@@ -175,8 +179,8 @@ int run(const Args& a) {
     return lowbit::perplexity(m, val_ids, L).nll;
   };
   const auto save = [&] {
-    lowbit::HfWriter w(p.to_model(), a.out, lowbit::DType::f16, {{"lowbit_recipe", "lowbit-train seed " + std::to_string(a.seed)}});
     const lowbit::Model m = p.to_model();
+    lowbit::HfWriter w(m, a.out, lowbit::DType::f16, {{"lowbit_recipe", "lowbit-train seed " + std::to_string(a.seed)}});
     for (int i = 0; i < cfg.n_layers; ++i) w.block(i, m.blocks[std::size_t(i)]);
     w.add_file("tokenizer.bin", lowbit::llama2c_tokenizer_bytes(tok));
     w.commit();
