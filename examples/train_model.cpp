@@ -40,14 +40,17 @@ struct Args {
   std::uint64_t seed = 0;
 };
 
+// lowbit's whole-file reader (io/text_file.hpp: refuses folders and FIFOs), and no empty text.
 std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) lowbit::fail(path, ": cannot open the text");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string s = ss.str();
+  std::string s = lowbit::read_text_file(path);
   if (s.empty()) lowbit::fail(path, ": the text is empty");
   return s;
+}
+
+void write_atomically(const std::string& path, const std::string& bytes) {
+  lowbit::AtomicFile f(path);
+  f.write(bytes.data(), bytes.size());
+  f.commit();
 }
 
 struct Point {
@@ -74,9 +77,7 @@ void write_log(const std::string& path, const std::vector<Point>& pts, const std
     else s += "\n";
   }
   if (!note.empty()) s += "# " + note + "\n";
-  lowbit::AtomicFile f(path);
-  f.write(s.data(), s.size());
-  f.commit();
+  write_atomically(path, s);
 }
 
 // Training loss (mean of each 20 steps) and validation loss against tokens seen, nats per token.
@@ -130,9 +131,7 @@ void write_plot(const std::string& path, const std::vector<Point>& pts, const st
   poly(tr, "#1f77b4", "training (mean of 20 steps)", t + 10);
   poly(va, "#d62728", "validation (held-out books)", t + 28);
   s += "</svg>\n";
-  lowbit::AtomicFile f(path);
-  f.write(s.data(), s.size());
-  f.commit();
+  write_atomically(path, s);
 }
 
 int run(const Args& a) {
@@ -174,12 +173,11 @@ int run(const Args& a) {
   std::vector<Point> pts;
   std::string note;
   const bool tty = ::isatty(2);
-  const auto evaluate = [&] {
+  // validation and checkpoint together, on one copy of the parameters
+  const auto evaluate_and_save = [&](Point& pt) {
     const lowbit::Model m = p.to_model();
-    return lowbit::perplexity(m, val_ids, L).nll;
-  };
-  const auto save = [&] {
-    const lowbit::Model m = p.to_model();
+    pt.val_nll = lowbit::perplexity(m, val_ids, L).nll;
+    pts.push_back(pt);
     lowbit::HfWriter w(m, a.out, lowbit::DType::f16, {{"lowbit_recipe", "lowbit-train seed " + std::to_string(a.seed)}});
     for (int i = 0; i < cfg.n_layers; ++i) w.block(i, m.blocks[std::size_t(i)]);
     w.add_file("tokenizer.bin", lowbit::llama2c_tokenizer_bytes(tok));
@@ -209,8 +207,13 @@ int run(const Args& a) {
     Point pt{step + 1, (long long)(step + 1) * B * L, secs(), lr, lv, gn, NAN};
     const bool stop_time = a.minutes > 0 && pt.seconds > a.minutes * 60;
     const bool last = step + 1 == total || stop_time;
-    if ((step + 1) % a.eval_every == 0 || last) last_val = pt.val_nll = evaluate();
-    pts.push_back(pt);
+    if (stop_time) note = "stopped by --minutes " + std::to_string(a.minutes) + " at step " + std::to_string(step + 1) + " of " + std::to_string(total);
+    if ((step + 1) % a.eval_every == 0 || last) {
+      evaluate_and_save(pt);
+      last_val = pt.val_nll;
+    } else {
+      pts.push_back(pt);
+    }
     const double rate = double(pt.tokens) / pt.seconds;
     const double eta = double(total - step - 1) * B * L / rate;
     if (tty || (step + 1) % 50 == 0 || last)
@@ -218,8 +221,6 @@ int run(const Args& a) {
                    tty ? "\r" : "", step + 1, total, pt.tokens / 1e6, double(total) * B * L / 1e6, rate, lv,
                    std::isfinite(last_val) ? std::to_string(std::exp(last_val)).substr(0, 6).c_str() : "-", lr,
                    fmt_time(eta).c_str(), tty ? "   " : "\n");
-    if (stop_time) note = "stopped by --minutes " + std::to_string(a.minutes) + " at step " + std::to_string(step + 1) + " of " + std::to_string(total);
-    if (std::isfinite(pt.val_nll)) save();
     if (stop_time) break;
   }
   if (tty) std::fprintf(stderr, "\n");

@@ -3,9 +3,7 @@
 // the one the recipe printed, and quantization quality is checked on real trained weights: at W3 g128 AWQ and
 // GPTQ beat RTN on the held-out books (calibration: the Gospel of Luke, from the training part).
 #include <catch2/catch.hpp>
-#include <fstream>
 #include <lowbit/lowbit.hpp>
-#include <sstream>
 
 using namespace lowbit;
 
@@ -13,19 +11,11 @@ namespace {
 const std::string kDir = std::string(LOWBIT_SOURCE_DIR) + "/models/kjv";
 const std::string kText = std::string(LOWBIT_SOURCE_DIR) + "/models/kjv-text/";
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) FAIL("cannot read " << path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 struct Own {
   Model fp = load_model(kDir);
   Tokenizer tok = Tokenizer::load_llama2c(kDir + "/tokenizer.bin", fp.cfg.vocab_size);
-  std::vector<int> val = tok.encode(slurp(kText + "val.txt"), true);
-  std::vector<int> calib = tok.encode(slurp(kText + "calib.txt"), true);
+  std::vector<int> val = tok.encode(read_text_file(kText + "val.txt"), true);
+  std::vector<int> calib = tok.encode(read_text_file(kText + "calib.txt"), true);
 };
 
 double ppl(const Model& m, const std::vector<int>& ids, std::int64_t max_tokens = -1) {
@@ -41,7 +31,7 @@ TEST_CASE("lowbit's own model: held-out perplexity matches the recipe's figure",
   REQUIRE(c.hidden_dim % 128 == 0);
   REQUIRE(c.n_kv_heads < c.n_heads);
   REQUIRE(c.n_layers >= 4);
-  REQUIRE(o.tok.decode(o.val) == slurp(kText + "val.txt"));  // the tokenizer round-trips the text
+  REQUIRE(o.tok.decode(o.val) == read_text_file(kText + "val.txt"));  // the tokenizer round-trips the text
   // printed by examples/train_kjv.sh (val_ppl_fp16, the folder read back), models/README.md
   REQUIRE(ppl(o.fp, o.val) == Approx(23.2938).epsilon(1e-4));
 }
