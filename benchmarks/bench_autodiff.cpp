@@ -8,6 +8,10 @@
 //   BM_omniquant_step      one OmniQuant step: LWC-quantized weights (W4 g128; g32 on the small block) -> block
 //                          forward -> MSE -> backward -> AdamW; range(0) = 1 adds LET and W4A4 per-token
 //                          activations (the W-A setting)
+//   BM_step_products       the linears' products alone of the weight-only step, as the tape runs them
+//                          (core/gemm.hpp tiled_product): every forward X W^T, every weight gradient d^T X, and the
+//                          input gradient d W of o / gate / up / down (q / k / v need none: the block's input is a
+//                          constant) -- the step's GEMM floor, 2.88 forwards' worth of FLOPs
 // The target is step / forward <= 3 (issue 10).
 //   build/benchmarks/bench_autodiff --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
@@ -116,11 +120,45 @@ void BM_omniquant_step(benchmark::State& st) {
   st.counters["tokens/s"] = benchmark::Counter(T, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+void BM_step_products(benchmark::State& st) {
+  const int which = int(st.range(0));
+  const lowbit::LlamaConfig c = shape(which);
+  const lowbit::Block b = random_block(c);
+  const int T = tokens_of(which);
+  std::mt19937 g(4);
+  struct Lin {
+    lowbit::MatrixRM x, y, d, gx, gw;
+    bool input_grad;
+  };
+  std::vector<Lin> lins;
+  double flop = 0;
+  for (lowbit::Role r : lowbit::all_roles) {
+    const auto s = lowbit::linear_shape(c, r);
+    const bool gx = r != lowbit::Role::q && r != lowbit::Role::k && r != lowbit::Role::v;
+    lins.push_back({rnd(T, s[1], g, 1.0f), lowbit::MatrixRM(T, s[0]), rnd(T, s[0], g, 1.0f), lowbit::MatrixRM::Zero(T, s[1]),
+                    lowbit::MatrixRM::Zero(s[0], s[1]), gx});
+    flop += 2.0 * T * s[0] * s[1] * (gx ? 3 : 2);
+  }
+  using lowbit::Product;
+  for (auto _ : st) {
+    for (std::size_t i = 0; i < lins.size(); ++i) {
+      Lin& l = lins[i];
+      const lowbit::MatrixRM& W = b.linear(lowbit::all_roles[i]).W;
+      lowbit::tiled_product(l.y, l.x, W.transpose(), Product::assign);
+      lowbit::tiled_product(l.gw, l.d.transpose(), l.x, Product::accumulate);
+      if (l.input_grad) lowbit::tiled_product(l.gx, l.d, W, Product::accumulate);
+    }
+    benchmark::DoNotOptimize(lins[0].y.data());
+  }
+  st.counters["FLOP/s"] = benchmark::Counter(flop, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 BENCHMARK(BM_eigen_gemm)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_block_forward)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_tape_forward)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_step_products)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_omniquant_step)->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

@@ -3,6 +3,7 @@
 #include <lowbit/core/gemm.hpp>
 #include <lowbit/core/parallel.hpp>
 #include <algorithm>
+#include <array>
 #include <new>
 #include <random>
 #include <string>
@@ -46,6 +47,49 @@ TEST_CASE("matmul_nt: the same bits for 1 and 2 threads on a long inner dimensio
   REQUIRE(C1 == C2);
   const Eigen::MatrixXd ref = A.cast<double>() * B.cast<double>().transpose();
   REQUIRE((C1.cast<double>() - ref).cwiseAbs().maxCoeff() <= 1e-3);
+}
+
+TEST_CASE("product_tiles cover the output with an even number of fixed tiles of about 1024", "[parallel][gemm]") {
+  for (const auto& mn : std::vector<std::array<Eigen::Index, 2>>{{1, 1}, {1, 32000}, {7, 3}, {256, 172}, {512, 5632},
+                                                                {512, 256}, {5632, 2048}, {2100, 2100}, {4096, 3000}}) {
+    const ProductTiles t = product_tiles(mn[0], mn[1]);
+    INFO("m " << mn[0] << ", n " << mn[1] << ": " << t.rows << " x " << t.cols << " tiles of " << t.h << " x " << t.w);
+    REQUIRE(t.count() == (mn[0] * mn[1] == 1 ? 1 : t.count() % 2 == 0 ? t.count() : -1));  // even, and so at least two
+    REQUIRE((t.rows * t.h >= mn[0] && (t.rows - 1) * t.h < mn[0]));  // every row covered, no empty tile
+    REQUIRE((t.cols * t.w >= mn[1] && (t.cols - 1) * t.w < mn[1]));
+    REQUIRE((t.h <= 1536 && t.w <= 1536));
+  }
+  const ProductTiles big = product_tiles(512, 5632);  // a TinyLlama MLP linear on 512 tokens: 6 column tiles
+  REQUIRE((big.rows == 1 && big.cols == 6 && big.w == 944));
+}
+
+TEST_CASE("tiled_product over 2-D tiles: assign and accumulate, transposed operands, the same bits for 1-3 threads", "[parallel][gemm]") {
+  std::mt19937 g(5);
+  std::normal_distribution<float> nd;
+  const auto rnd = [&](Eigen::Index r, Eigen::Index c) {
+    MatrixRM m(r, c);
+    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = nd(g);
+    return m;
+  };
+  for (const auto& mn : std::vector<std::array<Eigen::Index, 2>>{{2100, 2100}, {300, 2600}, {37, 5}}) {
+    const Eigen::Index m = mn[0], n = mn[1], k = 40;
+    const MatrixRM A = rnd(m, k), Bt = rnd(n, k), C0 = rnd(m, n);
+    const Eigen::MatrixXd ref = A.cast<double>() * Bt.cast<double>().transpose();
+    std::vector<MatrixRM> got;
+    for (int threads : {1, 2, 3}) {
+      set_num_threads(threads);
+      MatrixRM C(m, n), D = C0;
+      tiled_product(C, A, Bt.transpose(), Product::assign);
+      tiled_product(D, A, Bt.transpose(), Product::accumulate);
+      REQUIRE((C.cast<double>() - ref).cwiseAbs().maxCoeff() <= 1e-4);
+      REQUIRE((D.cast<double>() - C0.cast<double>() - ref).cwiseAbs().maxCoeff() <= 1e-4);
+      got.push_back(C), got.push_back(D);
+    }
+    for (std::size_t i = 2; i < got.size(); ++i) REQUIRE(got[i] == got[i % 2]);
+  }
+  set_num_threads(2);
+  MatrixRM C(3, 4);
+  REQUIRE_THROWS_WITH(tiled_product(C, MatrixRM(3, 5), MatrixRM(4, 4), Product::assign), Catch::Contains("tiled_product: [3x5] x [4x4] into [3x4]"));
 }
 
 TEST_CASE("in_context names where an error arose, and warnings go to the handler", "[error]") {
