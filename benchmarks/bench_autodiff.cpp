@@ -12,11 +12,16 @@
 //                          (core/gemm.hpp tiled_product): every forward X W^T, every weight gradient d^T X, and the
 //                          input gradient d W of o / gate / up / down (q / k / v need none: the block's input is a
 //                          constant) -- the step's GEMM floor, 2.88 forwards' worth of FLOPs
+//   BM_fake_quant_weight   LWC's fake quantization of one MLP weight (hidden x dim, W4, g128 / g32) on the tape,
+//                          forward + backward (d loss / d Wq given), beside BM_memcpy_weight: a memcpy of the same
+//                          weight (its memory-traffic roofline; the op reads the weight twice and its adjoint once
+//                          and writes the quantized weight)
 // The target is step / forward <= 3 (issue 10).
 //   build/benchmarks/bench_autodiff --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
 #include <lowbit/lowbit.hpp>
+#include <cstring>
 #include <random>
 
 namespace {
@@ -153,11 +158,46 @@ void BM_step_products(benchmark::State& st) {
   st.counters["FLOP/s"] = benchmark::Counter(flop, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+void BM_fake_quant_weight(benchmark::State& st) {
+  const int which = int(st.range(0));
+  const lowbit::LlamaConfig c = shape(which);
+  const Eigen::Index R = c.hidden_dim, C = c.dim, G = which == 0 ? 128 : 32, ng = (C + G - 1) / G;
+  std::mt19937 g(5);
+  const lowbit::MatrixRM W = rnd(R, C, g, 0.02f), D = rnd(R, C, g, 1.0f);
+  lowbit::ad::Mat<float> up = lowbit::ad::Mat<float>::Constant(R, ng, 4.0f), low = up;
+  lowbit::ad::Mat<float> gu = lowbit::ad::Mat<float>::Zero(R, ng), gl = gu;
+  lowbit::ad::Tape<float> t(std::size_t(1) << 22);
+  const lowbit::ad::FakeQuantSpec q{4, false, lowbit::Grid::omniquant, G};
+  for (auto _ : st) {
+    const auto m = t.mark();
+    const auto y = lowbit::ad::fake_quant(t, t.view(W.data(), R, C), q, t.parameter(up.data(), gu.data(), R, ng),
+                                          t.parameter(low.data(), gl.data(), R, ng));
+    t.backward(lowbit::ad::dot(t, y, t.view(D.data(), R, C)));
+    benchmark::DoNotOptimize(gu.data());
+    t.rewind(m);
+  }
+  st.counters["bytes/s"] = benchmark::Counter(double(R * C) * sizeof(float), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_memcpy_weight(benchmark::State& st) {
+  const lowbit::LlamaConfig c = shape(int(st.range(0)));
+  std::mt19937 g(5);
+  const lowbit::MatrixRM W = rnd(c.hidden_dim, c.dim, g, 0.02f);
+  lowbit::MatrixRM out(c.hidden_dim, c.dim);
+  for (auto _ : st) {
+    std::memcpy(out.data(), W.data(), std::size_t(W.size()) * sizeof(float));
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.counters["bytes/s"] = benchmark::Counter(double(W.size()) * sizeof(float), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 BENCHMARK(BM_eigen_gemm)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_block_forward)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_tape_forward)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_memcpy_weight)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_fake_quant_weight)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_step_products)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_omniquant_step)->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
 
