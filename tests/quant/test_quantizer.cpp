@@ -87,6 +87,18 @@ TEST_CASE("SIMD row kernels are bit-identical to their scalar _ref twins", "[qua
         REQUIRE(simd::minmax_row(p, n, a0, a1) == simd::minmax_row_ref(p, n, b0, b1));
         REQUIRE(float_bits(a0) == float_bits(b0));
         REQUIRE(float_bits(a1) == float_bits(b1));
+        {  // the places of the max and min: counted and first-found as the plain loop written here
+          const simd::Extremes e = simd::extremes_row(p, n, a1, a0), f = simd::extremes_row_ref(p, n, a1, a0);
+          int nmx = 0, nmn = 0;
+          std::int64_t fmx = -1, fmn = -1;
+          for (int i = 0; i < n; ++i) {
+            if (p[i] == a1 && nmx++ == 0) fmx = i;
+            if (p[i] == a0 && nmn++ == 0) fmn = i;
+          }
+          REQUIRE((e.n_max == nmx && e.n_min == nmn && e.first_max == fmx && e.first_min == fmn));
+          REQUIRE((f.n_max == nmx && f.n_min == nmn && f.first_max == fmx && f.first_min == fmn));
+          REQUIRE((nmx >= 1 && nmn >= 1));
+        }
         for (float s : {0.25f, 1e-5f / 15, 0.0371f, 3.0e4f})
           for (float z : {0.0f, 7.0f, 8.0f, -3.0f}) {
             std::vector<float> y1(n), y2(n);
@@ -122,6 +134,38 @@ TEST_CASE("SIMD row kernels are bit-identical to their scalar _ref twins", "[qua
           }
       }
   }
+}
+
+TEST_CASE("fake_quant_grad_groups: each group's sum and dx the bits of fake_quant_grad_row on that group alone",
+          "[quant][simd]") {
+  // groups side by side in chunks of 8, 4 and 1, lengths around the SIMD width and the kernel's 8-vector stretch
+  for (int k : {1, 3, 4, 5, 8, 9, 13, 17})
+    for (int w : {1, 7, 16, 31, 128, 129, 200}) {
+      const Eigen::Index n = Eigen::Index(k) * w;
+      MatrixRM x = random_matrix(1, n, std::uint32_t(k * 1000 + w));
+      const MatrixRM adv = adversarial(n), dy = random_matrix(1, n, std::uint32_t(k * 1000 + w + 1));
+      for (Eigen::Index i = 0; i < n; ++i)
+        if (i / w % 2) x(0, i) = adv(Eigen::Index(i / w % 9), i);  // every other group from an adversarial row
+      const std::size_t nk = static_cast<std::size_t>(k);
+      std::vector<float> s(nk), z(nk);
+      for (int j = 0; j < k; ++j) s[std::size_t(j)] = 0.0371f * float(j + 1), z[std::size_t(j)] = float(j % 9) - 1.0f;
+      std::vector<float> ds(nk), ds_ref(nk), dx(static_cast<std::size_t>(n), 0.5f), dx_one = dx, dx_ref = dx;
+      simd::fake_quant_grad_groups(x.data(), dy.data(), dx.data(), k, w, s.data(), z.data(), 15.0f, ds.data());
+      simd::fake_quant_grad_groups_ref(x.data(), dy.data(), dx_ref.data(), k, w, s.data(), z.data(), 15.0f, ds_ref.data());
+      std::vector<float> ds_null(nk);
+      simd::fake_quant_grad_groups(x.data(), dy.data(), nullptr, k, w, s.data(), z.data(), 15.0f, ds_null.data());
+      for (int j = 0; j < k; ++j) {
+        const std::size_t o = std::size_t(j) * std::size_t(w);
+        const float one = simd::fake_quant_grad_row(x.data() + o, dy.data() + o, dx_one.data() + o, w, s[std::size_t(j)],
+                                                    z[std::size_t(j)], 15.0f);
+        INFO("k " << k << ", w " << w << ", group " << j);
+        REQUIRE(float_bits(ds[std::size_t(j)]) == float_bits(one));
+        REQUIRE(float_bits(ds_ref[std::size_t(j)]) == float_bits(one));
+        REQUIRE(float_bits(ds_null[std::size_t(j)]) == float_bits(one));
+      }
+      REQUIRE(std::memcmp(dx.data(), dx_one.data(), 4 * std::size_t(n)) == 0);
+      REQUIRE(std::memcmp(dx_ref.data(), dx_one.data(), 4 * std::size_t(n)) == 0);
+    }
 }
 
 TEST_CASE("quantizer matches a naive reference written in the test, bit for bit", "[quant]") {

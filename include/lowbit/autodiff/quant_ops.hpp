@@ -22,7 +22,8 @@
 // forward.  Under StraightThrough record / replay (autodiff/tape.hpp) the arg-max / arg-min, the zero point, every
 // rounding offset and clamp side are logged and replayed.  Outside record / replay the forward, and always the
 // backward, run the quantizer's row kernels (simd/quantize_row.hpp: minmax_row, fake_quant_row,
-// fake_quant_grad_row; SIMD for float, the scalar twins for double): the same bits as the logged loop here.
+// fake_quant_grad_groups for a row's full groups, fake_quant_grad_row for a shorter last one; SIMD for float, the
+// scalar twins for double): the same bits as the logged loop here.
 #pragma once
 
 #include <Eigen/Core>
@@ -75,6 +76,17 @@ template <class T>
 T row_fake_quant_grad(const T* x, const T* dy, T* dx, Eigen::Index n, T s, T z, T qmax) {
   if constexpr (std::is_same_v<T, float>) return simd::fake_quant_grad_row(x, dy, dx, n, s, z, qmax);
   else return simd::fake_quant_grad_row_ref(x, dy, dx, n, s, z, qmax);
+}
+template <class T>
+simd::Extremes row_extremes(const T* x, Eigen::Index n, T mx, T mn) {
+  if constexpr (std::is_same_v<T, float>) return simd::extremes_row(x, n, mx, mn);
+  else return simd::extremes_row_ref(x, n, mx, mn);
+}
+template <class T>
+void row_fake_quant_grads(const T* x, const T* dy, T* dx, Eigen::Index k, Eigen::Index n, const T* s, const T* z, T qmax,
+                          T* ds) {
+  if constexpr (std::is_same_v<T, float>) simd::fake_quant_grad_groups(x, dy, dx, k, n, s, z, qmax, ds);
+  else simd::fake_quant_grad_groups_ref(x, dy, dx, k, n, s, z, qmax, ds);
 }
 }  // namespace detail
 
@@ -193,18 +205,25 @@ Var<T> scaled_fake_quant(Tape<T>& tape, Var<T> x, const WeightScales<T>& sc, con
     tape.record([x, y, up, low, q, S, G, C, ng, qmax, col, row, op, scaled, U, source] {
       const bool need_dx = x.g || col.g || row.g;
       parallel_for(x.rows, [&](std::int64_t r) {
-        static thread_local Buf w1, w2, dbuf;
+        static thread_local Buf w1, w2, dbuf, sz, dsr;
         const T* xr = source(r, w1, w2);
         T* dxr = nullptr;  // the adjoint of x' (row r): x's own when unscaled
         if (scaled && need_dx) dbuf.assign(std::size_t(C), T(0)), dxr = dbuf.data();
         else if (x.g) dxr = x.g + r * C;
+        // d loss / d scale of the row's groups: the full ones side by side (their in-order sums interleaved),
+        // a shorter last one alone
+        sz.resize(std::size_t(2 * ng)), dsr.resize(std::size_t(ng));
+        for (Eigen::Index g = 0; g < ng; ++g) sz[g] = S[(r * ng + g) * 6], sz[ng + g] = S[(r * ng + g) * 6 + 1];
+        const Eigen::Index full = C / G, c1 = full * G;
+        detail::row_fake_quant_grads(xr, y.g + r * C, dxr, full, G, sz.data(), sz.data() + ng, qmax, dsr.data());
+        if (full < ng)
+          dsr[full] = detail::row_fake_quant_grad(xr + c1, y.g + r * C + c1, dxr ? dxr + c1 : nullptr, C - c1, sz[full],
+                                                 sz[ng + full], qmax);
         for (Eigen::Index g = 0; g < ng; ++g) {
           const Eigen::Index c0 = g * G, w = std::min(G, C - c0);
           const T* p = xr + c0;
-          const T* d = y.g + r * C + c0;
           const T* s = S + (r * ng + g) * 6;
-          const T scale = s[0], zero = s[1];
-          const T ds = detail::row_fake_quant_grad(p, d, dxr ? dxr + c0 : nullptr, w, scale, zero, qmax);
+          const T ds = dsr[g];
           const auto dsd = scale_derivative<T>(q.grid, q.bits, q.symmetric, s[2], s[3]);
           const T dxmin = ds * dsd[0], dxmax = ds * dsd[1];
           const T mx = s[4], mn = s[5];
@@ -220,12 +239,17 @@ Var<T> scaled_fake_quant(Tape<T>& tape, Var<T> x, const WeightScales<T>& sc, con
             dmn = dxmin * sl;
           }
           if (!dxr) continue;
-          int nmx = 0, nmn = 0;
-          for (Eigen::Index i = 0; i < w; ++i) nmx += p[i] + T(0) == mx, nmn += p[i] + T(0) == mn;
-          for (Eigen::Index i = 0; i < w; ++i) {
-            if (p[i] + T(0) == mx) dxr[c0 + i] += dmx / T(nmx);
-            if (p[i] + T(0) == mn) dxr[c0 + i] += dmn / T(nmn);
-          }
+          // d max shared by the elements equal to the max (usually one), then d min likewise: each element gets its
+          // max share before its min share, as a loop over the elements doing both would add them
+          const simd::Extremes e = detail::row_extremes(p, w, mx, mn);
+          const auto spread = [&](std::int64_t first, int count, T v, T dv) {
+            if (count == 1) dxr[c0 + first] += dv;  // dv / 1
+            else if (count > 1)
+              for (Eigen::Index i = first; i < w; ++i)
+                if (p[i] == v) dxr[c0 + i] += dv / T(count);
+          };
+          spread(e.first_max, e.n_max, mx, dmx);
+          spread(e.first_min, e.n_min, mn, dmn);
         }
         if (!scaled || !dxr) return;
         // back through the row scale (in place: dx' becomes dx''), then the column scale

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/parallel.hpp"
 
 namespace lowbit::ad {
 
@@ -150,7 +151,15 @@ class Tape {
     x.v = arena_.alloc_array<T>(rows * cols);
     if (grad && recording()) {
       x.g = arena_.alloc_array<T>(rows * cols);
-      std::memset(static_cast<void*>(x.g), 0, std::size_t(rows * cols) * sizeof(T));
+      // zeroed in fixed chunks on all threads (a weight's adjoint is tens of MB; one thread would leave the others
+      // waiting)
+      constexpr std::int64_t kChunk = std::int64_t(1) << 16;
+      const std::int64_t n = rows * cols;
+      T* g = x.g;
+      parallel_for((n + kChunk - 1) / kChunk, [g, n](std::int64_t i) {
+        const std::int64_t b = i * kChunk;
+        std::memset(static_cast<void*>(g + b), 0, std::size_t(n - b < kChunk ? n - b : kChunk) * sizeof(T));
+      }, kChunk / 8);
     }
     return x;
   }

@@ -12,8 +12,8 @@
 // two operands, so an operand is packed once per tile across it: the repeated packing of C [m, n] = A B is
 // m n k (1/tile_n + 1/tile_m) elements, and 256-row tiles packed a 5632 x 2048 weight twice per product (the
 // linears' forward and input gradient) and the activations 22 times (the weight gradient).  1024-wide tiles cut
-// that 4-8x (+15-30 % GEMM throughput at TinyLlama's shapes on 2 cores, benchmarks/bench_autodiff.cpp); an even
-// number of tiles keeps two or four threads balanced.
+// that 4-8x (a TinyLlama block's forward 4-8 % faster on 2 cores: docs/benchmarks.md, "Products in fixed 1024-wide
+// tiles"); an even number of tiles keeps two or four threads balanced.
 //   matmul_nt       C = A B^T (linears, logits)
 //   tiled_product   C (+)= A B for any Eigen operands, transposed views included (the autodiff's products)
 //   add_gram    sum += X^T X in float per chunk of tokens, summed in double (GPTQ's Hessian, AWQ's Gram scoring)

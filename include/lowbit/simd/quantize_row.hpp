@@ -13,6 +13,13 @@
 //                     dx_i += dy_i where 0 <= rint(x_i/s) + z <= qmax (pass_i), and returns d loss / d s =
 //                     sum_i dy_i ((code_i - z) - [pass_i] x_i / s), the terms computed by SIMD and added one by
 //                     one in element order (a float sum in any other order would give other bits)
+//   fake_quant_grad_groups  fake_quant_grad_row of k consecutive groups of w elements (group j at x + j w with
+//                     its own s[j], z[j]): each group's sum the same bits as fake_quant_grad_row of that group alone.
+//                     One in-order sum is a chain of dependent float adds, so it runs at an add's latency; the
+//                     groups' chains are independent and run interleaved, at the adds' throughput.
+//   extremes_row      how many of x equal mx and mn (a group's max and min) and the first place of each: where the
+//                     clip gradient goes (autodiff/quant_ops.hpp); compared a batch at a time, places found in the
+//                     rare batch that holds one
 // (Grid::ggml's truncating formula is not handled here; quant/quantizer.hpp runs it through grid.hpp.)
 #pragma once
 
@@ -20,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <tuple>
 
 #include "xsimd_compat.hpp"
 
@@ -76,6 +84,28 @@ T fake_quant_grad_row_ref(const T* x, const T* dy, T* dx, std::int64_t n, T s, T
                           T ds = T(0)) {
   for (std::int64_t i = from; i < n; ++i) ds += fake_quant_grad_term(x[i], dy[i], dx ? dx + i : nullptr, s, z, qmax);
   return ds;
+}
+
+struct Extremes {
+  std::int64_t first_max = -1, first_min = -1;
+  int n_max = 0, n_min = 0;
+};
+
+// Elements from `from` to n, counted on top of e.
+template <class T>
+Extremes extremes_row_ref(const T* x, std::int64_t n, T mx, T mn, std::int64_t from = 0, Extremes e = {}) {
+  for (std::int64_t i = from; i < n; ++i) {
+    if (x[i] == mx && e.n_max++ == 0) e.first_max = i;
+    if (x[i] == mn && e.n_min++ == 0) e.first_min = i;
+  }
+  return e;
+}
+
+template <class T>
+void fake_quant_grad_groups_ref(const T* x, const T* dy, T* dx, std::int64_t k, std::int64_t w, const T* s, const T* z,
+                                T qmax, T* ds) {
+  for (std::int64_t j = 0; j < k; ++j)
+    ds[j] = fake_quant_grad_row_ref(x + j * w, dy + j * w, dx ? dx + j * w : nullptr, w, s[j], z[j], qmax);
 }
 
 #if LOWBIT_HAS_XSIMD
@@ -146,6 +176,74 @@ inline float fake_quant_grad_row(const float* x, const float* dy, float* dx, std
   return fake_quant_grad_row_ref(x, dy, dx, n, s, z, qmax, i, ds);
 }
 
+namespace detail {
+// K groups' chains at once (fake_quant_grad_groups).  The terms of a stretch of S elements of each group are
+// computed group after group (memory read in order, as the prefetchers like it) into t, then added to the K
+// chains element by element.
+template <int K>
+void fake_quant_grad_chunk(const float* x, const float* dy, float* dx, std::int64_t n, const float* s, const float* z,
+                           float qmax, float* ds) {
+  constexpr std::int64_t w = static_cast<std::int64_t>(fwidth), S = 8 * w;
+  const fbatch vq(qmax), v0(0.0f);
+  alignas(64) float t[K][S];
+  float acc[K];
+  for (int j = 0; j < K; ++j) acc[j] = 0.0f;
+  const std::int64_t body = n / w * w;
+  for (std::int64_t i0 = 0; i0 < body; i0 += S) {
+    const std::int64_t len = std::min(S, body - i0);
+    for (int j = 0; j < K; ++j) {
+      const fbatch vs(s[j]), vz(z[j]);
+      for (std::int64_t i = 0; i < len; i += w) {
+        const std::int64_t o = j * n + i0 + i;
+        const fbatch v = fbatch::load_unaligned(x + o) / vs, c = xsimd::nearbyint(v) + vz;
+        const fbatch d = fbatch::load_unaligned(dy + o);
+        const auto pass = (c >= v0) & (c <= vq);
+        const fbatch code = xsimd::min(xsimd::max(c, v0), vq);
+        (d * ((code - vz) - xsimd::select(pass, v, v0))).store_aligned(&t[j][i]);
+        if (dx) {
+          const fbatch g = fbatch::load_unaligned(dx + o);
+          xsimd::select(pass, g + d, g).store_unaligned(dx + o);
+        }
+      }
+    }
+    for (std::int64_t l = 0; l < len; ++l)  // each group's terms in element order, the K chains side by side
+      for (int j = 0; j < K; ++j) acc[j] += t[j][l];
+  }
+  for (int j = 0; j < K; ++j)
+    ds[j] = fake_quant_grad_row_ref(x + j * n, dy + j * n, dx ? dx + j * n : nullptr, n, s[j], z[j], qmax, body, acc[j]);
+}
+}  // namespace detail
+
+inline void fake_quant_grad_groups(const float* x, const float* dy, float* dx, std::int64_t k, std::int64_t w,
+                                   const float* s, const float* z, float qmax, float* ds) {
+  std::int64_t j = 0;
+  const auto at = [&](std::int64_t g) { return std::make_tuple(x + g * w, dy + g * w, dx ? dx + g * w : nullptr); };
+  for (; j + 8 <= k; j += 8) {
+    const auto [a, b, c] = at(j);
+    detail::fake_quant_grad_chunk<8>(a, b, c, w, s + j, z + j, qmax, ds + j);
+  }
+  for (; j + 4 <= k; j += 4) {
+    const auto [a, b, c] = at(j);
+    detail::fake_quant_grad_chunk<4>(a, b, c, w, s + j, z + j, qmax, ds + j);
+  }
+  for (; j < k; ++j) {
+    const auto [a, b, c] = at(j);
+    ds[j] = fake_quant_grad_row(a, b, c, w, s[j], z[j], qmax);
+  }
+}
+
+inline Extremes extremes_row(const float* x, std::int64_t n, float mx, float mn) {
+  const std::int64_t w = static_cast<std::int64_t>(fwidth);
+  const fbatch vx(mx), vn(mn);
+  Extremes e;
+  std::int64_t i = 0;
+  for (; i + w <= n; i += w) {
+    const fbatch a = fbatch::load_unaligned(x + i);
+    if (xsimd::any((a == vx) | (a == vn))) e = extremes_row_ref(x, i + w, mx, mn, i, e);
+  }
+  return extremes_row_ref(x, n, mx, mn, i, e);
+}
+
 inline void quantize_row(const float* x, std::uint8_t* codes, std::int64_t n, float s, float z, float qmax) {
   const std::int64_t w = static_cast<std::int64_t>(fwidth);
   const fbatch vs(s), vz(z), vq(qmax), v0(0.0f);
@@ -171,6 +269,11 @@ inline void quantize_row(const float* x, std::uint8_t* codes, std::int64_t n, fl
 inline float fake_quant_grad_row(const float* x, const float* dy, float* dx, std::int64_t n, float s, float z, float qmax) {
   return fake_quant_grad_row_ref(x, dy, dx, n, s, z, qmax);
 }
+inline void fake_quant_grad_groups(const float* x, const float* dy, float* dx, std::int64_t k, std::int64_t w,
+                                   const float* s, const float* z, float qmax, float* ds) {
+  fake_quant_grad_groups_ref(x, dy, dx, k, w, s, z, qmax, ds);
+}
+inline Extremes extremes_row(const float* x, std::int64_t n, float mx, float mn) { return extremes_row_ref(x, n, mx, mn); }
 
 #endif
 
