@@ -47,12 +47,6 @@ std::string read_text(const std::string& path) {
   return s;
 }
 
-void write_atomically(const std::string& path, const std::string& bytes) {
-  lowbit::AtomicFile f(path);
-  f.write(bytes.data(), bytes.size());
-  f.commit();
-}
-
 struct Point {
   long step;
   long long tokens;
@@ -77,7 +71,7 @@ void write_log(const std::string& path, const std::vector<Point>& pts, const std
     else s += "\n";
   }
   if (!note.empty()) s += "# " + note + "\n";
-  write_atomically(path, s);
+  lowbit::write_file_atomically(path, s);
 }
 
 // Training loss (mean of each 20 steps) and validation loss against tokens seen, nats per token.
@@ -131,7 +125,7 @@ void write_plot(const std::string& path, const std::vector<Point>& pts, const st
   poly(tr, "#1f77b4", "training (mean of 20 steps)", t + 10);
   poly(va, "#d62728", "validation (held-out books)", t + 28);
   s += "</svg>\n";
-  write_atomically(path, s);
+  lowbit::write_file_atomically(path, s);
 }
 
 int run(const Args& a) {

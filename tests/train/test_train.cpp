@@ -23,6 +23,16 @@ LlamaConfig tiny_config(int vocab) {
 }
 }  // namespace
 
+TEST_CASE("UTF-8 characters are cut at a lead byte and at most 3 continuation bytes, by hand", "[bpe][tokenizer]") {
+  const std::string s = "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\x80\x80\x80\x80\x80z";  // a, e-acute, euro, emoji, 5 strays, z
+  std::vector<std::size_t> lengths;
+  for (std::size_t i = 0; i < s.size(); i += lengths.back()) lengths.push_back(utf8_char_length(s, i));
+  // the emoji's 3 continuation bytes end it; the 5 stray continuation bytes are cut as one lead-less 4 and a 1
+  REQUIRE(lengths == std::vector<std::size_t>{1, 2, 3, 4, 4, 1, 1});
+  REQUIRE(detail::utf8_chars(s).size() == lengths.size());
+  REQUIRE(utf8_char_length("\xC3", 0) == 1);  // a lead byte at the end stands alone
+}
+
 TEST_CASE("BPE pre-tokenization keeps one leading space with a word and never joins classes", "[bpe]") {
   const auto p = bpe_pretokenize("Hello, world!\nAnd  so 42's");
   std::vector<std::string> got;

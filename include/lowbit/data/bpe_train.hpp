@@ -79,12 +79,11 @@ inline std::vector<std::pair<std::string, std::int64_t>> bpe_pretokenize(std::st
 }
 
 namespace detail {
-// The UTF-8 characters of s (a lead byte and its continuation bytes, as Tokenizer::encode cuts them).
+// The UTF-8 characters of s, cut as Tokenizer::encode cuts them (utf8_char_length).
 inline std::vector<std::string> utf8_chars(std::string_view s) {
   std::vector<std::string> out;
   for (std::size_t i = 0; i < s.size();) {
-    std::size_t n = 1;
-    while (i + n < s.size() && (static_cast<unsigned char>(s[i + n]) & 0xC0) == 0x80 && n < 4) ++n;
+    const std::size_t n = utf8_char_length(s, i);
     out.emplace_back(s.substr(i, n));
     i += n;
   }
@@ -182,10 +181,7 @@ inline std::string llama2c_tokenizer_bytes(const Tokenizer& t) {
   return out;
 }
 inline void save_llama2c_tokenizer(const Tokenizer& t, const std::string& path) {
-  const std::string bytes = llama2c_tokenizer_bytes(t);
-  AtomicFile f(path);
-  f.write(bytes.data(), bytes.size());
-  f.commit();
+  write_file_atomically(path, llama2c_tokenizer_bytes(t));
 }
 
 }  // namespace lowbit

@@ -30,6 +30,14 @@
 
 namespace lowbit {
 
+// The length of the UTF-8 character at s[i]: its lead byte and the continuation bytes after it, at most 4 bytes
+// (llama2.c's encode() cuts characters so; invalid sequences are cut the same way, never rejected).
+inline std::size_t utf8_char_length(std::string_view s, std::size_t i) {
+  std::size_t n = 1;
+  while (i + n < s.size() && (static_cast<unsigned char>(s[i + n]) & 0xC0) == 0x80 && n < 4) ++n;
+  return n;
+}
+
 class Tokenizer {
  public:
   std::vector<std::string> vocab;
@@ -121,8 +129,7 @@ class Tokenizer {
       ids.push_back(sp);
     }
     for (std::size_t i = 0; i < text.size();) {
-      std::size_t n = 1;
-      while (i + n < text.size() && (static_cast<unsigned char>(text[i + n]) & 0xC0) == 0x80 && n < 4) ++n;
+      const std::size_t n = utf8_char_length(text, i);
       const int id = lookup(text.substr(i, n));
       if (id >= 0) {
         ids.push_back(id);

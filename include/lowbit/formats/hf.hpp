@@ -368,9 +368,7 @@ class HfWriter {
   void add_file(const std::string& name, const std::string& bytes) {
     if (name.empty() || name.find('/') != std::string::npos || name == "config.json" || name == "model.safetensors")
       fail(dir_.path(), ": '", name, "' cannot be added to the model folder");
-    AtomicFile f(dir_.staging() + "/" + name);
-    f.write(bytes.data(), bytes.size());
-    f.commit();
+    write_file_atomically(dir_.staging() + "/" + name, bytes);
   }
 
   // Finishes both files in the staging folder, then puts the folder in place in one step (AtomicDir).
@@ -378,9 +376,7 @@ class HfWriter {
     if (next_ != cfg_.n_layers) fail(dir_.path(), ": ", cfg_.n_layers - next_, " blocks were never written");
     w_->commit();
     const std::string cfg = detail::hf_config_json(cfg_, dtype_, store_ ? store_->config_members() : std::string());
-    AtomicFile f(dir_.staging() + "/config.json");
-    f.write(cfg.data(), cfg.size());
-    f.commit();
+    write_file_atomically(dir_.staging() + "/config.json", cfg);
     if (store_) store_->finish(dir_.staging());
     dir_.commit();
   }

@@ -106,9 +106,7 @@ class PackedStore final : public HfLinearStore {
   void finish(const std::string& staging) override {
     if (format_ != PackedFormat::gptq) return;
     const std::string text = gptq_config("  ") + "\n";
-    AtomicFile f(staging + "/quantize_config.json");
-    f.write(text.data(), text.size());
-    f.commit();
+    write_file_atomically(staging + "/quantize_config.json", text);
   }
 
   // The linears (by Hugging Face name) left as fp16 weights, each with why.

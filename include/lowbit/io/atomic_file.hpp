@@ -3,7 +3,8 @@
 //
 //   AtomicFile  writes "<path>.tmp-<pid>"; commit() flushes, fsyncs and closes it (each result checked: an
 //               EIO or ENOSPC there is an error, never a file renamed into place), renames it over <path> and
-//               fsyncs the directory so the rename itself is durable.
+//               fsyncs the directory so the rename itself is durable.  write_file_atomically(path, bytes): a
+//               whole file at once through it.
 //   AtomicDir   a folder written as "<dir>.tmp-<pid>/"; commit() fsyncs it and puts it in <dir>'s place in one
 //               step (rename, or renameat2(RENAME_EXCHANGE) when <dir> exists, after which the old folder is
 //               removed): a reader sees the old folder or the new one, never a mix of their files.
@@ -173,6 +174,13 @@ class AtomicFile {
     fail(path_, ": ", what, " (", detail::errno_text(e), "); nothing was written to ", path_);
   }
 };
+
+// A whole file's bytes through AtomicFile: the file appears complete or not at all.
+inline void write_file_atomically(const std::string& path, const std::string& bytes) {
+  AtomicFile f(path);
+  f.write(bytes.data(), bytes.size());
+  f.commit();
+}
 
 #if LOWBIT_HAS_POSIX_IO
 
