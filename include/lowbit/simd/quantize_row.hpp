@@ -27,7 +27,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <tuple>
 
 #include "xsimd_compat.hpp"
 
@@ -155,23 +154,31 @@ inline void fake_quant_row(const float* x, float* y, std::int64_t n, float s, fl
   fake_quant_row_ref(x + i, y + i, n - i, s, z, qmax);
 }
 
+namespace detail {
+// One batch of fake_quant_grad_term: the terms of d loss / d s, and dx += dy where the code is not clamped.
+inline fbatch fake_quant_grad_batch(const float* x, const float* dy, float* dx, fbatch vs, fbatch vz, fbatch vq) {
+  const fbatch v0(0.0f);
+  const fbatch v = fbatch::load_unaligned(x) / vs, c = xsimd::nearbyint(v) + vz, d = fbatch::load_unaligned(dy);
+  const auto pass = (c >= v0) & (c <= vq);
+  const fbatch code = xsimd::min(xsimd::max(c, v0), vq);
+  if (dx) {
+    const fbatch g = fbatch::load_unaligned(dx);
+    xsimd::select(pass, g + d, g).store_unaligned(dx);
+  }
+  return d * ((code - vz) - xsimd::select(pass, v, v0));
+}
+}  // namespace detail
+
 inline float fake_quant_grad_row(const float* x, const float* dy, float* dx, std::int64_t n, float s, float z,
                                  float qmax) {
   const std::int64_t w = static_cast<std::int64_t>(fwidth);
-  const fbatch vs(s), vz(z), vq(qmax), v0(0.0f);
+  const fbatch vs(s), vz(z), vq(qmax);
   alignas(64) float t[fwidth];
   float ds = 0.0f;
   std::int64_t i = 0;
   for (; i + w <= n; i += w) {
-    const fbatch v = fbatch::load_unaligned(x + i) / vs, c = xsimd::nearbyint(v) + vz, d = fbatch::load_unaligned(dy + i);
-    const auto pass = (c >= v0) & (c <= vq);
-    const fbatch code = xsimd::min(xsimd::max(c, v0), vq);
-    (d * ((code - vz) - xsimd::select(pass, v, v0))).store_aligned(t);
+    detail::fake_quant_grad_batch(x + i, dy + i, dx ? dx + i : nullptr, vs, vz, vq).store_aligned(t);
     for (std::size_t k = 0; k < fwidth; ++k) ds += t[k];  // in element order, as the scalar twin
-    if (dx) {
-      const fbatch g = fbatch::load_unaligned(dx + i);
-      xsimd::select(pass, g + d, g).store_unaligned(dx + i);
-    }
   }
   return fake_quant_grad_row_ref(x, dy, dx, n, s, z, qmax, i, ds);
 }
@@ -184,7 +191,7 @@ template <int K>
 void fake_quant_grad_chunk(const float* x, const float* dy, float* dx, std::int64_t n, const float* s, const float* z,
                            float qmax, float* ds) {
   constexpr std::int64_t w = static_cast<std::int64_t>(fwidth), S = 8 * w;
-  const fbatch vq(qmax), v0(0.0f);
+  const fbatch vq(qmax);
   alignas(64) float t[K][S];
   float acc[K];
   for (int j = 0; j < K; ++j) acc[j] = 0.0f;
@@ -195,15 +202,7 @@ void fake_quant_grad_chunk(const float* x, const float* dy, float* dx, std::int6
       const fbatch vs(s[j]), vz(z[j]);
       for (std::int64_t i = 0; i < len; i += w) {
         const std::int64_t o = j * n + i0 + i;
-        const fbatch v = fbatch::load_unaligned(x + o) / vs, c = xsimd::nearbyint(v) + vz;
-        const fbatch d = fbatch::load_unaligned(dy + o);
-        const auto pass = (c >= v0) & (c <= vq);
-        const fbatch code = xsimd::min(xsimd::max(c, v0), vq);
-        (d * ((code - vz) - xsimd::select(pass, v, v0))).store_aligned(&t[j][i]);
-        if (dx) {
-          const fbatch g = fbatch::load_unaligned(dx + o);
-          xsimd::select(pass, g + d, g).store_unaligned(dx + o);
-        }
+        fake_quant_grad_batch(x + o, dy + o, dx ? dx + o : nullptr, vs, vz, vq).store_aligned(&t[j][i]);
       }
     }
     for (std::int64_t l = 0; l < len; ++l)  // each group's terms in element order, the K chains side by side
@@ -216,20 +215,13 @@ void fake_quant_grad_chunk(const float* x, const float* dy, float* dx, std::int6
 
 inline void fake_quant_grad_groups(const float* x, const float* dy, float* dx, std::int64_t k, std::int64_t w,
                                    const float* s, const float* z, float qmax, float* ds) {
-  std::int64_t j = 0;
-  const auto at = [&](std::int64_t g) { return std::make_tuple(x + g * w, dy + g * w, dx ? dx + g * w : nullptr); };
-  for (; j + 8 <= k; j += 8) {
-    const auto [a, b, c] = at(j);
-    detail::fake_quant_grad_chunk<8>(a, b, c, w, s + j, z + j, qmax, ds + j);
-  }
-  for (; j + 4 <= k; j += 4) {
-    const auto [a, b, c] = at(j);
-    detail::fake_quant_grad_chunk<4>(a, b, c, w, s + j, z + j, qmax, ds + j);
-  }
-  for (; j < k; ++j) {
-    const auto [a, b, c] = at(j);
-    ds[j] = fake_quant_grad_row(a, b, c, w, s[j], z[j], qmax);
-  }
+  std::int64_t j = 0;  // group j starts at element j w
+  const auto gx = [&] { return dx ? dx + j * w : nullptr; };
+  for (; j + 8 <= k; j += 8)
+    detail::fake_quant_grad_chunk<8>(x + j * w, dy + j * w, gx(), w, s + j, z + j, qmax, ds + j);
+  for (; j + 4 <= k; j += 4)
+    detail::fake_quant_grad_chunk<4>(x + j * w, dy + j * w, gx(), w, s + j, z + j, qmax, ds + j);
+  for (; j < k; ++j) ds[j] = fake_quant_grad_row(x + j * w, dy + j * w, gx(), w, s[j], z[j], qmax);
 }
 
 inline Extremes extremes_row(const float* x, std::int64_t n, float mx, float mn) {
