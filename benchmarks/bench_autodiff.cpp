@@ -7,7 +7,10 @@
 //   BM_tape_forward        the tape's forward of the float block, recording nothing (NoGrad)
 //   BM_omniquant_step      one OmniQuant step: LWC-quantized weights (W4 g128; g32 on the small block) -> block
 //                          forward -> MSE -> backward -> AdamW; range(0) = 1 adds LET and W4A4 per-token
-//                          activations (the W-A setting)
+//                          activations (the W-A setting); the steady state: one step runs before the timed ones
+//   BM_step_over_forward   the plain forward, the quantized block's forward without the tape (the trainer's loss())
+//                          and one step in turn, each timed on its own: counters forward_ms, forward_q_ms, step_ms,
+//                          ratio = step / plain forward (the target's figure) and ratio_q = step / quantized forward
 //   BM_step_products       the linears' products alone of the weight-only step, as the tape runs them
 //                          (core/gemm.hpp tiled_product): every forward X W^T, every weight gradient d^T X, and the
 //                          input gradient d W of o / gate / up / down (q / k / v need none: the block's input is a
@@ -21,6 +24,7 @@
 #include <benchmark/benchmark.h>
 
 #include <lowbit/lowbit.hpp>
+#include <chrono>
 #include <cstring>
 #include <random>
 
@@ -104,25 +108,82 @@ void BM_tape_forward(benchmark::State& st) {
   st.counters["tokens/s"] = benchmark::Counter(tokens_of(which), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_omniquant_step(benchmark::State& st) {
-  const int which = int(st.range(0));
-  const bool wa = st.range(1) != 0;
-  const lowbit::LlamaConfig c = shape(which);
-  lowbit::Block b = random_block(c);
-  std::mt19937 g(2);
-  const int T = tokens_of(which);
-  const lowbit::MatrixRM x = rnd(T, c.dim, g, 1.0f);
-  lowbit::MatrixRM y = x;
-  lowbit::block_forward(c, b, y, T);
-  lowbit::OmniQuantOptions o;
-  o.let = wa;
-  lowbit::BlockActQuant act;
-  if (wa) act.input = lowbit::ActQuant{4, lowbit::ActGranularity::per_token, false, lowbit::Grid::minmax};
-  const std::vector<Eigen::VectorXf> absmax(4, Eigen::VectorXf::Ones(c.dim));
+// One OmniQuant trainer on a random block of the benchmark's shape, with its fp target, after one step: the first
+// step grows the tape's arena and allocates what the products and AdamW keep (Google Benchmark builds a fresh
+// trainer for every repetition, and the TinyLlama step runs once per repetition, so without it every figure would be
+// a first step); a block trains 128 samples x epochs steps.
+struct Training {
   using Q = lowbit::Quantizer<lowbit::Bits<4>, lowbit::PerGroup<lowbit::dynamic_group>, lowbit::Asymmetric>;
-  lowbit::OmniQuantTrainer<Q> tr(Q(which == 0 ? 128 : 32, lowbit::Grid::omniquant, true), c, b, act, o, {}, absmax, "bench");
-  for (auto _ : st) benchmark::DoNotOptimize(tr.step(x.data(), y.data(), nullptr, T, T));
-  st.counters["tokens/s"] = benchmark::Counter(T, benchmark::Counter::kIsIterationInvariantRate);
+  lowbit::LlamaConfig c;
+  lowbit::Block b;
+  int T;
+  lowbit::MatrixRM x, y;
+  lowbit::OmniQuantTrainer<Q> tr;
+
+  static lowbit::BlockActQuant act_of(bool wa) {
+    lowbit::BlockActQuant act;
+    if (wa) act.input = lowbit::ActQuant{4, lowbit::ActGranularity::per_token, false, lowbit::Grid::minmax};
+    return act;
+  }
+  static lowbit::OmniQuantOptions options_of(bool wa) {
+    lowbit::OmniQuantOptions o;
+    o.let = wa;
+    return o;
+  }
+  static lowbit::MatrixRM input_of(int which, const lowbit::LlamaConfig& c) {
+    std::mt19937 g(2);
+    return rnd(tokens_of(which), c.dim, g, 1.0f);
+  }
+  static lowbit::MatrixRM target_of(const lowbit::LlamaConfig& c, const lowbit::Block& b, lowbit::MatrixRM y, int T) {
+    lowbit::block_forward(c, b, y, T);
+    return y;
+  }
+  Training(int which, bool wa)
+      : c(shape(which)), b(random_block(c)), T(tokens_of(which)), x(input_of(which, c)), y(target_of(c, b, x, T)),
+        tr(Q(which == 0 ? 128 : 32, lowbit::Grid::omniquant, true), c, b, act_of(wa), options_of(wa), {},
+           std::vector<Eigen::VectorXf>(4, Eigen::VectorXf::Ones(c.dim)), "bench") {
+    step();
+  }
+  float step() { return tr.step(x.data(), y.data(), nullptr, T, T); }
+  float loss() { return tr.loss(x.data(), y.data(), nullptr, T, T); }
+};
+
+void BM_omniquant_step(benchmark::State& st) {
+  Training t(int(st.range(0)), st.range(1) != 0);
+  for (auto _ : st) benchmark::DoNotOptimize(t.step());
+  st.counters["tokens/s"] = benchmark::Counter(t.T, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The target's ratio measured side by side: every iteration runs the plain block forward (BM_block_forward), the
+// quantized block's forward without the tape recording (the trainer's loss(): fake-quantized weights and
+// activations, the function a step differentiates) and one step (BM_omniquant_step), each timed on its own, so all
+// three see the same machine state.  "ratio" is the steps' total time over the plain forwards', "ratio_q" over the
+// quantized forwards'.  On a shared machine whose speed drifts between benchmarks these are the figures to read.
+void BM_step_over_forward(benchmark::State& st) {
+  Training t(int(st.range(0)), st.range(1) != 0);
+  using clock = std::chrono::steady_clock;
+  double forward_s = 0, forward_q_s = 0, step_s = 0;
+  lowbit::MatrixRM h;
+  for (auto _ : st) {
+    h = t.x;
+    const auto t0 = clock::now();
+    lowbit::block_forward(t.c, t.b, h, t.T);
+    benchmark::DoNotOptimize(h.data());
+    const auto t1 = clock::now();
+    benchmark::DoNotOptimize(t.loss());
+    const auto t2 = clock::now();
+    benchmark::DoNotOptimize(t.step());
+    const auto t3 = clock::now();
+    forward_s += std::chrono::duration<double>(t1 - t0).count();
+    forward_q_s += std::chrono::duration<double>(t2 - t1).count();
+    step_s += std::chrono::duration<double>(t3 - t2).count();
+  }
+  const double n = double(st.iterations());
+  st.counters["forward_ms"] = forward_s / n * 1e3;
+  st.counters["forward_q_ms"] = forward_q_s / n * 1e3;
+  st.counters["step_ms"] = step_s / n * 1e3;
+  st.counters["ratio"] = step_s / forward_s;
+  st.counters["ratio_q"] = step_s / forward_q_s;
 }
 
 void BM_step_products(benchmark::State& st) {
@@ -200,5 +261,6 @@ BENCHMARK(BM_memcpy_weight)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMil
 BENCHMARK(BM_fake_quant_weight)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_step_products)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_omniquant_step)->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_step_over_forward)->Args({0, 0})->Args({0, 1})->Args({1, 0})->Args({1, 1})->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(4.0);
 
 BENCHMARK_MAIN();

@@ -96,6 +96,38 @@ TEST_CASE("the tape's block forward is the model's block forward", "[data][omniq
   REQUIRE((MatrixRM(y.val()) - ref).cwiseAbs().maxCoeff() <= 1e-6f * ref.cwiseAbs().maxCoeff());
 }
 
+TEST_CASE("the trainer's loss() is a step's forward and changes nothing", "[omniquant]") {
+  // a random float block at W4A4 with LWC + LET: loss() before a step is the loss the step returns, bit for bit
+  // (the same forward), and it changes nothing a step sees (called twice: the same loss, and the step after it
+  // still returns it)
+  const LlamaConfig cfg = small_cfg(RopeStyle::rotate_half);
+  const int L = 6;
+  Block b;
+  b.attn_norm = Eigen::VectorXf::Ones(cfg.dim), b.ffn_norm = Eigen::VectorXf::Ones(cfg.dim);
+  for (Role r : all_roles) {
+    const auto sh = linear_shape(cfg, r);
+    b.linear(r).W = lowbit_test::uniform_matrix<MatrixRM>(sh[0], sh[1], 30 + unsigned(r), -0.5, 0.5);
+  }
+  const MatrixRM x = lowbit_test::uniform_matrix<MatrixRM>(2 * L, cfg.dim, 40);
+  MatrixRM y = x;
+  block_forward(cfg, b, y, L);
+  BlockActQuant act;
+  act.input = ActQuant{4, ActGranularity::per_token, false, Grid::minmax};
+  OmniQuantOptions o;
+  o.let = true;
+  using Q4 = Quantizer<Bits<4>, PerGroup<dynamic_group>, Asymmetric>;
+  OmniQuantTrainer<Q4> tr(Q4(8, Grid::omniquant, true), cfg, b, act, o, {},
+                          std::vector<Eigen::VectorXf>(4, Eigen::VectorXf::Ones(cfg.dim)), "block 0");
+  const float l0 = tr.loss(x.data(), y.data(), nullptr, 2 * L, L);
+  REQUIRE(std::isfinite(l0));
+  REQUIRE(l0 > 0.0f);
+  REQUIRE(tr.loss(x.data(), y.data(), nullptr, 2 * L, L) == l0);
+  REQUIRE(tr.step(x.data(), y.data(), nullptr, 2 * L, L) == l0);
+  const float l1 = tr.loss(x.data(), y.data(), nullptr, 2 * L, L);
+  REQUIRE(l1 != l0);  // the step moved the parameters
+  REQUIRE(tr.step(x.data(), y.data(), y.data(), 2 * L, L) == 2 * l1);  // aug_loss's second term: the same MSE again
+}
+
 TEST_CASE("OmniQuant's LWC lowers the block loss and beats RTN, and LET folds into an equivalent block", "[data][omniquant]") {
   LOWBIT_REQUIRE_SHARED(kModel);
   const Model fp = load_llama2c(lowbit_test::shared_path(kModel));

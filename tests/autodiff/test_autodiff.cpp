@@ -102,12 +102,39 @@ TEST_CASE("the decoder ops' gradients match finite differences", "[autodiff]") {
     INFO("rope style " << int(s));
     check({rnd(6, 8, 3)}, [s](Tape<double>& t, const std::vector<V>& v) { return probe(t, rope(t, v[0], 2, 4, 3, 10000.0f, s)); });
   }
-  // GQA: 4 query heads on 2 kv heads of 4 channels, 2 sequences of 5 (more than one 64-row block: 70)
-  for (int L : {5, 70}) {
-    INFO("L " << L);
-    check({rnd(2 * L, 16, 4), rnd(2 * L, 8, 5), rnd(2 * L, 8, 6)}, [L](Tape<double>& t, const std::vector<V>& v) {
-      return probe(t, causal_attention(t, v[0], v[1], v[2], 4, 2, 4, L));
-    }, 1e-6);
+  // GQA: 4 query heads on 2 kv heads of 4 channels, 2 sequences of 5 (more than one 64-row block: 70); P kept
+  // for the backward, and recomputed (keep_p 0)
+  for (int L : {5, 70})
+    for (Eigen::Index keep : {kAttentionKeepP, Eigen::Index(0)}) {
+      INFO("L " << L << ", keep_p " << keep);
+      check({rnd(2 * L, 16, 4), rnd(2 * L, 8, 5), rnd(2 * L, 8, 6)}, [L, keep](Tape<double>& t, const std::vector<V>& v) {
+        return probe(t, causal_attention(t, v[0], v[1], v[2], 4, 2, 4, L, keep));
+      }, 1e-6);
+    }
+  {  // float: the kept P and the recomputed one give the same bits, for 1 and 2 threads
+    using MF = Mat<float>;
+    const int L = 130, H = 4, KV = 2, hd = 16;
+    const MF q0 = rnd(2 * L, H * hd, 20).cast<float>(), k0 = rnd(2 * L, KV * hd, 21).cast<float>();
+    const MF v0 = rnd(2 * L, KV * hd, 22).cast<float>(), pw = rnd(2 * L, H * hd, 23).cast<float>();
+    const auto run = [&](Eigen::Index keep) {
+      Tape<float> t;
+      MF q = q0, k = k0, v = v0, gq = MF::Zero(q.rows(), q.cols()), gk = MF::Zero(k.rows(), k.cols()), gv = gk;
+      const Var<float> y = causal_attention(t, t.parameter(q.data(), gq.data(), q.rows(), q.cols()),
+                                            t.parameter(k.data(), gk.data(), k.rows(), k.cols()),
+                                            t.parameter(v.data(), gv.data(), v.rows(), v.cols()), H, KV, hd, L, keep);
+      t.backward(dot(t, y, t.view(pw.data(), pw.rows(), pw.cols())));
+      return std::array<MF, 4>{MF(y.val()), gq, gk, gv};
+    };
+    const auto kept = run(kAttentionKeepP), again = run(0);
+    set_num_threads(1);
+    const auto serial = run(0);
+    set_num_threads(2);
+    for (int i = 0; i < 4; ++i) {
+      INFO("output " << i);
+      REQUIRE(kept[std::size_t(i)].allFinite());
+      REQUIRE(kept[std::size_t(i)] == again[std::size_t(i)]);
+      REQUIRE(serial[std::size_t(i)] == again[std::size_t(i)]);
+    }
   }
   check({rnd(4, 6, 7, -3, 3)}, [](Tape<double>& t, const std::vector<V>& v) { return probe(t, silu(t, v[0])); });
   check({rnd(4, 6, 8, -3, 3), rnd(4, 6, 9)}, [](Tape<double>& t, const std::vector<V>& v) { return probe(t, swiglu(t, v[0], v[1])); });
@@ -174,7 +201,8 @@ TEST_CASE("LET's scales fused into the fake quantization: gradients by finite di
 
 TEST_CASE("LET's fused scales equal the unfused ops, and their gradients do not depend on the threads", "[autodiff][let]") {
   using MF = Mat<float>;
-  const Eigen::Index R = 96, C = 200, ng = 200 / 32 + 1;
+  // 18 groups of 32 and one of 24: without a row scale the backward runs over chunks of 8 groups (three here)
+  const Eigen::Index R = 96, C = 600, ng = 600 / 32 + 1;
   const MF W = rnd(R, C, 50).cast<float>(), c0 = rnd(1, C, 51, 0.5, 2).cast<float>(), r0 = rnd(R, 1, 52, 0.5, 2).cast<float>();
   const MF up0 = rnd(R, ng, 53, 1, 4).cast<float>(), probe_w = rnd(R, C, 54).cast<float>();
   const FakeQuantSpec q{4, false, Grid::omniquant, 32};
@@ -188,15 +216,15 @@ TEST_CASE("LET's fused scales equal the unfused ops, and their gradients do not 
     const Var<float> vu = t.parameter(u.data(), gu.data(), R, ng), w = t.view(W.data(), R, C);
     Var<float> y;
     if (fused) {
-      y = scaled_fake_quant(t, w, WeightScales<float>{vc, vr, op}, q, vu);
+      y = scaled_fake_quant(t, w, WeightScales<float>{vc, op == RowScale::none ? Var<float>{} : vr, op}, q, vu);
     } else {
       const Var<float> a = mul_channels(t, w, vc);
-      y = fake_quant(t, op == RowScale::mul ? mul_rows(t, a, vr) : div_rows(t, a, vr), q, vu);
+      y = fake_quant(t, op == RowScale::none ? a : op == RowScale::mul ? mul_rows(t, a, vr) : div_rows(t, a, vr), q, vu);
     }
     t.backward(dot(t, y, t.view(probe_w.data(), R, C)));
     return Out{MF(y.val()), gc, gr, gu};
   };
-  for (RowScale op : {RowScale::mul, RowScale::div}) {
+  for (RowScale op : {RowScale::none, RowScale::mul, RowScale::div}) {
     INFO("row op " << int(op));
     const Out a = run(false, op), b = run(true, op);
     REQUIRE(a.y == b.y);  // the same float operations in the same order

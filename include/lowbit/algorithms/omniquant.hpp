@@ -202,12 +202,8 @@ class OmniQuantTrainer {
   // One AdamW step on `rows` tokens (whole sequences of L) at x with the targets y (and y2: aug_loss).  Returns
   // the loss; when it or a gradient is not finite the parameters are left as they were.
   float step(const float* x, const float* y, const float* y2, Eigen::Index rows, int L) {
-    using namespace ad;
     const auto m = tape_.mark();
-    const BlockVars<float> w = weights();
-    const Var<float> out = block_forward(tape_, cfg_, w, act_, tape_.view(x, rows, cfg_.dim), L);
-    Var<float> loss = mse(tape_, out, tape_.view(y, rows, cfg_.dim));
-    if (y2) loss = add(tape_, loss, mse(tape_, out, tape_.view(y2, rows, cfg_.dim)));
+    const ad::Var<float> loss = forward_loss(x, y, y2, rows, L);
     float lv = loss.scalar();
     opt_.zero_grad();
     if (std::isfinite(lv)) tape_.backward(loss);
@@ -217,14 +213,23 @@ class OmniQuantTrainer {
     return lv;
   }
 
+  // The loss of the current parameters on a batch, recording nothing: the step's forward alone (a held-out loss;
+  // the plain forward of the quantized block that a step differentiates).
+  float loss(const float* x, const float* y, const float* y2, Eigen::Index rows, int L) {
+    ad::NoGrad<float> no_grad(tape_);
+    const auto m = tape_.mark();
+    const float lv = forward_loss(x, y, y2, rows, L).scalar();
+    tape_.rewind(m);
+    return lv;
+  }
+
   // Folds the LET into the block (the products of the trained forward, in its order) and fills the result's clip
   // ratios and scales.
   void finish(OmniQuantBlockResult& res) {
     Block& blk = blk_;
     if (o_.let) {
-      const auto trunc = [](Eigen::VectorXf s) {
-        for (Eigen::Index k = 0; k < s.size(); ++k)
-          if (std::abs(s[k]) < 1e-2f) s[k] = s[k] > 0 ? 1e-2f : s[k] < 0 ? -1e-2f : 0.0f;
+      const auto trunc = [](Eigen::VectorXf s) {  // the forward's truncate_ste
+        for (Eigen::Index k = 0; k < s.size(); ++k) s[k] = ad::truncate_number(s[k], kLetFloor);
         return s;
       };
       const auto vec = [&](int p) { return Eigen::VectorXf(opt_[p].value.row(0).transpose()); };
@@ -251,6 +256,15 @@ class OmniQuantTrainer {
   }
 
  private:
+  // MSE(block_theta(x), y) (+ MSE(block_theta(x), y2)) on the tape.
+  ad::Var<float> forward_loss(const float* x, const float* y, const float* y2, Eigen::Index rows, int L) {
+    using namespace ad;
+    const Var<float> out = block_forward(tape_, cfg_, weights(), act_, tape_.view(x, rows, cfg_.dim), L);
+    Var<float> loss = mse(tape_, out, tape_.view(y, rows, cfg_.dim));
+    if (y2) loss = add(tape_, loss, mse(tape_, out, tape_.view(y2, rows, cfg_.dim)));
+    return loss;
+  }
+
   // The block's weights as functions of the parameters.
   ad::BlockVars<float> weights() {
     using namespace ad;
@@ -261,8 +275,8 @@ class OmniQuantTrainer {
     if (o_.let) {
       std::array<Var<float>, 4> s;
       for (std::size_t g = 0; g < 4; ++g)
-        if (let_[g] >= 0) s[g] = truncate_ste(t, opt_.var(t, let_[g]), 1e-2f);
-      const Var<float> sqk = truncate_ste(t, opt_.var(t, let_qk_), 1e-2f);
+        if (let_[g] >= 0) s[g] = truncate_ste(t, opt_.var(t, let_[g]), kLetFloor);
+      const Var<float> sqk = truncate_ste(t, opt_.var(t, let_qk_), kLetFloor);
       const Var<float> sq = reshape(t, gather(t, sqk, q_idx_), cfg_.dim, 1);
       const Var<float> sk = reshape(t, gather(t, sqk, k_idx_), cfg_.kv_dim(), 1);
       const auto w = [&](Role r) -> WeightScales<float>& { return ws[std::size_t(r)]; };
@@ -289,6 +303,7 @@ class OmniQuantTrainer {
     return v;
   }
 
+  static constexpr float kLetFloor = 1e-2f;  // LET scales' |s| floor (OmniQuant's truncate_number)
   Q q_;
   LlamaConfig cfg_;
   Block& blk_;

@@ -17,8 +17,9 @@
 //
 // Heads stay in place: q is [T, H*hd] with head h in columns [h*hd, (h+1)*hd), as in model/ops.hpp, so no
 // reshape is needed between the projections and the attention.  The attention keeps no [T, T] matrix on the
-// tape: it stores the softmax's row max and 1/sum per (token, head) and recomputes P in backward, per (sequence,
-// kv head) so that the query heads sharing a K/V head add their gradients in a fixed order.
+// tape: it stores the softmax's row max and 1/sum per (token, head) and recomputes P in backward (or keeps P when
+// the batch's P has at most 16M values: no second Q K^T and exp), per (sequence, kv head) so that the query heads
+// sharing a K/V head add their gradients in a fixed order.
 #pragma once
 
 #include <Eigen/Core>
@@ -109,9 +110,16 @@ Var<T> rope(Tape<T>& tape, Var<T> x, int n_heads, int hd, int L, float theta, Ro
   return y;
 }
 
-// Causal softmax attention, q [T, H*hd], k and v [T, KV*hd] (rotated), T = n sequences of L; y [T, H*hd].
+// The most values of P (n sequences x H heads x L x L) the attention keeps for its backward (64 MB of floats).
+constexpr Eigen::Index kAttentionKeepP = Eigen::Index(1) << 24;
+
+// Causal softmax attention, q [T, H*hd], k and v [T, KV*hd] (rotated), T = n sequences of L; y [T, H*hd].  P is
+// kept for the backward when it has at most keep_p values (an [L, L] block per sequence and head), else the
+// backward recomputes it from the saved row max and 1/sum: the same bits either way (the same serial GEMM on the
+// same blocks and the same float operations), without a second Q K^T and exp when kept.
 template <class T>
-Var<T> causal_attention(Tape<T>& tape, Var<T> q, Var<T> k, Var<T> v, int H, int KV, int hd, int L) {
+Var<T> causal_attention(Tape<T>& tape, Var<T> q, Var<T> k, Var<T> v, int H, int KV, int hd, int L,
+                        Eigen::Index keep_p = kAttentionKeepP) {
   const Eigen::Index Tn = q.rows, n = Tn / L;
   if (L <= 0 || Tn % L || q.cols != Eigen::Index(H) * hd || k.cols != Eigen::Index(KV) * hd || v.cols != k.cols ||
       k.rows != Tn || v.rows != Tn || H % KV)
@@ -123,6 +131,7 @@ Var<T> causal_attention(Tape<T>& tape, Var<T> q, Var<T> k, Var<T> v, int H, int 
   T* rinv = tape.arena().template alloc_array<T>(Tn * H);
   const T inv_sqrt = T(1) / std::sqrt(T(hd));
   static constexpr Eigen::Index kRows = 64;
+  T* keptP = y.requires_grad() && n * H * L * L <= keep_p ? tape.arena().template alloc_array<T>(n * H * L * L) : nullptr;
   parallel_for(n * H, [&](std::int64_t job) {
     const Eigen::Index s = job / H, h = job % H, kvh = h / group;
     Mat<T> S;
@@ -144,10 +153,11 @@ Var<T> causal_attention(Tape<T>& tape, Var<T> q, Var<T> k, Var<T> v, int H, int 
         rinv[(s * L + i0 + r) * H + h] = inv;
       }
       y.val().block(s * L + i0, h * hd, rows, hd).noalias() = S * Vb;
+      if (keptP) Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>>(keptP + job * L * L + i0 * L, rows, keys, Eigen::OuterStride<>(L)) = S;
     }
   }, std::int64_t(L) * L * hd);
   if (y.requires_grad())
-    tape.record([q, k, v, y, H, KV, hd, L, rmax, rinv, inv_sqrt, n, group] {
+    tape.record([q, k, v, y, H, KV, hd, L, rmax, rinv, inv_sqrt, n, group, keptP] {
       parallel_for(n * KV, [&](std::int64_t job) {
         const Eigen::Index s = job / KV, kvh = job % KV;
         Mat<T> P, dP;
@@ -160,12 +170,17 @@ Var<T> causal_attention(Tape<T>& tape, Var<T> q, Var<T> k, Var<T> v, int H, int 
             const auto Vb = v.val().block(s * L, kvh * hd, keys, hd);
             const auto dO = y.grad().block(s * L + i0, h * hd, rows, hd);
             const auto O = y.val().block(s * L + i0, h * hd, rows, hd);
-            P.noalias() = Q * K.transpose();
-            for (Eigen::Index r = 0; r < rows; ++r) {
-              const Eigen::Index t = s * L + i0 + r;
-              auto a = P.row(r).head(i0 + r + 1).array();
-              a = ((a * inv_sqrt) - rmax[t * H + h]).exp() * rinv[t * H + h];
-              P.row(r).tail(keys - i0 - r - 1).setZero();
+            if (keptP) {
+              P = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>(keptP + (s * H + h) * L * L + i0 * L, rows, keys,
+                                                                  Eigen::OuterStride<>(L));
+            } else {
+              P.noalias() = Q * K.transpose();
+              for (Eigen::Index r = 0; r < rows; ++r) {
+                const Eigen::Index t = s * L + i0 + r;
+                auto a = P.row(r).head(i0 + r + 1).array();
+                a = ((a * inv_sqrt) - rmax[t * H + h]).exp() * rinv[t * H + h];
+                P.row(r).tail(keys - i0 - r - 1).setZero();
+              }
             }
             if (v.requires_grad()) v.grad().block(s * L, kvh * hd, keys, hd).noalias() += P.transpose() * dO;
             if (!q.requires_grad() && !k.requires_grad()) continue;

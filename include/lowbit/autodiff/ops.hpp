@@ -265,14 +265,17 @@ Var<T> round_ste(Tape<T>& tape, Var<T> a) {
   return c;
 }
 
-// OmniQuant's truncate_number (LET scales): |a| < t becomes sign(a) t; backward the identity.
+// OmniQuant's truncate_number (LET scales): |x| < t becomes sign(x) t.
+template <class T>
+T truncate_number(T x, T t) {
+  return std::abs(x) < t ? (x > 0 ? t : x < 0 ? -t : T(0)) : x;
+}
+
+// truncate_number on the tape; backward the identity.
 template <class T>
 Var<T> truncate_ste(Tape<T>& tape, Var<T> a, T t) {
   Var<T> c = tape.make(a.rows, a.cols, any_grad(tape, a));
-  for (Eigen::Index i = 0; i < a.size(); ++i) {
-    const T x = a.v[i];
-    c.v[i] = std::abs(x) < t ? (x > 0 ? t : x < 0 ? -t : T(0)) : x;
-  }
+  for (Eigen::Index i = 0; i < a.size(); ++i) c.v[i] = truncate_number(a.v[i], t);
   if (c.requires_grad()) tape.record([a, c] { a.agrad() += c.agrad(); });
   return c;
 }

@@ -200,30 +200,35 @@ Var<T> scaled_fake_quant(Tape<T>& tape, Var<T> x, const WeightScales<T>& sc, con
   else  // the log is sequential
     for (Eigen::Index r = 0; r < R; ++r) fwd_row(r);
   if (y.requires_grad()) {
-    // (x'' col-scale products per element, summed over rows after the row loop: d col's row-order sum)
-    T* U = col.g && tape.recording() ? tape.arena().template alloc_array<T>(R * C) : nullptr;
-    tape.record([x, y, up, low, q, S, G, C, ng, qmax, col, row, op, scaled, U, source] {
+    // d col[c] = sum_r dx''[r, c] x[r, c], in row order.  Without a row scale a row's columns need nothing from the
+    // row's other groups: the backward runs over chunks of whole groups, every row of a chunk in order, adding each
+    // product to d col as it comes (no weight-sized buffer).  With one (q / k / v) a row's d row needs all its
+    // columns first: the rows run in parallel, the products kept in U and summed per column afterwards.  Both add
+    // the same products in the same order.
+    const bool by_columns = col.g && op == RowScale::none && ng > 1;
+    T* U = col.g && !by_columns && tape.recording() ? tape.arena().template alloc_array<T>(R * C) : nullptr;
+    tape.record([x, y, up, low, q, S, G, C, ng, qmax, col, row, op, scaled, U, source, by_columns] {
       const bool need_dx = x.g || col.g || row.g;
-      parallel_for(x.rows, [&](std::int64_t r) {
-        static thread_local Buf w1, w2, dbuf, sz, dsr;
-        const T* xr = source(r, w1, w2);
-        T* dxr = nullptr;  // the adjoint of x' (row r): x's own when unscaled
-        if (scaled && need_dx) dbuf.assign(std::size_t(C), T(0)), dxr = dbuf.data();
-        else if (x.g) dxr = x.g + r * C;
-        // d loss / d scale of the row's groups: the full ones side by side (their in-order sums interleaved),
-        // a shorter last one alone
-        sz.resize(std::size_t(2 * ng)), dsr.resize(std::size_t(ng));
-        for (Eigen::Index g = 0; g < ng; ++g) sz[g] = S[(r * ng + g) * 6], sz[ng + g] = S[(r * ng + g) * 6 + 1];
-        const Eigen::Index full = C / G, c1 = full * G;
-        detail::row_fake_quant_grads(xr, y.g + r * C, dxr, full, G, sz.data(), sz.data() + ng, qmax, dsr.data());
-        if (full < ng)
-          dsr[full] = detail::row_fake_quant_grad(xr + c1, y.g + r * C + c1, dxr ? dxr + c1 : nullptr, C - c1, sz[full],
-                                                 sz[ng + full], qmax);
-        for (Eigen::Index g = 0; g < ng; ++g) {
-          const Eigen::Index c0 = g * G, w = std::min(G, C - c0);
-          const T* p = xr + c0;
+      // Groups [g0, g1) of row r: the adjoint of x' added to dxr (null: not needed) and the clip logits' gradients.
+      // xr and dxr are indexed by column (x' of the row at least over the groups' columns).
+      const auto groups = [&](std::int64_t r, Eigen::Index g0, Eigen::Index g1, const T* xr, T* dxr, Buf& sz, Buf& dsr) {
+        const Eigen::Index n = g1 - g0;
+        // d loss / d scale of the groups: the full ones side by side (their in-order sums interleaved), a shorter
+        // last one alone
+        sz.resize(std::size_t(2 * n)), dsr.resize(std::size_t(n));
+        for (Eigen::Index g = g0; g < g1; ++g)
+          sz[g - g0] = S[(r * ng + g) * 6], sz[n + g - g0] = S[(r * ng + g) * 6 + 1];
+        const Eigen::Index full = std::max<Eigen::Index>(0, std::min(g1, C / G) - g0), c0 = g0 * G, cs = (g0 + full) * G;
+        detail::row_fake_quant_grads(xr + c0, y.g + r * C + c0, dxr ? dxr + c0 : nullptr, full, G, sz.data(),
+                                     sz.data() + n, qmax, dsr.data());
+        if (full < n)
+          dsr[full] = detail::row_fake_quant_grad(xr + cs, y.g + r * C + cs, dxr ? dxr + cs : nullptr, C - cs, sz[full],
+                                                 sz[n + full], qmax);
+        for (Eigen::Index g = g0; g < g1; ++g) {
+          const Eigen::Index gc = g * G, w = std::min(G, C - gc);
+          const T* p = xr + gc;
           const T* s = S + (r * ng + g) * 6;
-          const T ds = dsr[g];
+          const T ds = dsr[g - g0];
           const auto dsd = scale_derivative<T>(q.grid, q.bits, q.symmetric, s[2], s[3]);
           const T dxmin = ds * dsd[0], dxmax = ds * dsd[1];
           const T mx = s[4], mn = s[5];
@@ -243,14 +248,42 @@ Var<T> scaled_fake_quant(Tape<T>& tape, Var<T> x, const WeightScales<T>& sc, con
           // max share before its min share, as a loop over the elements doing both would add them
           const simd::Extremes e = detail::row_extremes(p, w, mx, mn);
           const auto spread = [&](std::int64_t first, int count, T v, T dv) {
-            if (count == 1) dxr[c0 + first] += dv;  // dv / 1
+            if (count == 1) dxr[gc + first] += dv;  // dv / 1
             else if (count > 1)
               for (Eigen::Index i = first; i < w; ++i)
-                if (p[i] == v) dxr[c0 + i] += dv / T(count);
+                if (p[i] == v) dxr[gc + i] += dv / T(count);
           };
           spread(e.first_max, e.n_max, mx, dmx);
           spread(e.first_min, e.n_min, mn, dmn);
         }
+      };
+      if (by_columns) {
+        // chunks of at least 256 columns (whole groups), each over every row in order
+        const Eigen::Index per = std::max<Eigen::Index>(1, (256 + G - 1) / G), chunks = (ng + per - 1) / per;
+        parallel_for(chunks, [&](std::int64_t k) {
+          static thread_local Buf w1, dbuf, sz, dsr;
+          const Eigen::Index g0 = k * per, g1 = std::min(ng, g0 + per), c0 = g0 * G, n = std::min(C, g1 * G) - c0;
+          w1.resize(std::size_t(C)), dbuf.resize(std::size_t(C));
+          Eigen::Map<Arr> a(w1.data() + c0, n), dd(dbuf.data() + c0, n);
+          const MapCA cs(col.v + c0, n);
+          for (Eigen::Index r = 0; r < x.rows; ++r) {
+            const MapCA xs(x.v + r * C + c0, n);
+            a = xs * cs;  // x' (as source())
+            dd.setZero();
+            groups(r, g0, g1, w1.data(), dbuf.data(), sz, dsr);
+            Eigen::Map<Arr>(col.g + c0, n) += dd * xs;
+            if (x.g) Eigen::Map<Arr>(x.g + r * C + c0, n) += dd * cs;
+          }
+        }, x.rows * per * G * 8);
+        return;
+      }
+      parallel_for(x.rows, [&](std::int64_t r) {
+        static thread_local Buf w1, w2, dbuf, sz, dsr;
+        const T* xr = source(r, w1, w2);
+        T* dxr = nullptr;  // the adjoint of x' (row r): x's own when unscaled
+        if (scaled && need_dx) dbuf.assign(std::size_t(C), T(0)), dxr = dbuf.data();
+        else if (x.g) dxr = x.g + r * C;
+        groups(r, 0, ng, xr, dxr, sz, dsr);
         if (!scaled || !dxr) return;
         // back through the row scale (in place: dx' becomes dx''), then the column scale
         MapA dd(dxr, C);
