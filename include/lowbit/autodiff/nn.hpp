@@ -30,6 +30,7 @@
 #include "../core/error.hpp"
 #include "../core/parallel.hpp"
 #include "../model/block.hpp"
+#include "../model/ops.hpp"
 #include "ops.hpp"
 
 namespace lowbit::ad {
@@ -67,31 +68,6 @@ Var<T> rmsnorm(Tape<T>& tape, Var<T> x, Var<T> w, T eps) {
   return y;
 }
 
-namespace detail {
-// Rotates pairs of each head of x by +angle (sign 1) or -angle (sign -1), as model/ops.hpp's rope.
-template <class T>
-void rotate(T* x, Eigen::Index rows, Eigen::Index cols, int n_heads, int hd, int L, float theta, RopeStyle style, int sign) {
-  const int half = hd / 2;
-  std::vector<float> inv_freq(static_cast<std::size_t>(half));
-  for (int i = 0; i < half; ++i) inv_freq[std::size_t(i)] = 1.0f / std::pow(theta, float(2 * i) / float(hd));
-  parallel_for(rows, [&](std::int64_t t) {
-    const float pos = float(t % L);
-    T* row = x + t * cols;
-    for (int i = 0; i < half; ++i) {
-      const float a = pos * inv_freq[std::size_t(i)];
-      const T c = T(std::cos(a)), s = T(sign) * T(std::sin(a));
-      const int i0 = style == RopeStyle::interleaved ? 2 * i : i;
-      const int i1 = rope_partner(style, hd, i0);
-      for (int h = 0; h < n_heads; ++h) {
-        T* p = row + h * hd;
-        const T v0 = p[i0], v1 = p[i1];
-        p[i0] = v0 * c - v1 * s;
-        p[i1] = v0 * s + v1 * c;
-      }
-    }
-  }, std::int64_t(half) * n_heads * 6);
-}
-}  // namespace detail
 
 // RoPE on x [T, n_heads*hd], row t at position t % L.
 template <class T>
@@ -99,12 +75,12 @@ Var<T> rope(Tape<T>& tape, Var<T> x, int n_heads, int hd, int L, float theta, Ro
   if (x.cols != Eigen::Index(n_heads) * hd || hd % 2) fail("rope: ", x.cols, " columns for ", n_heads, " heads of ", hd);
   Var<T> y = tape.make(x.rows, x.cols, any_grad(tape, x));
   y.aval() = x.aval();
-  detail::rotate(y.v, y.rows, y.cols, n_heads, hd, L, theta, style, 1);
+  rotate_pairs(y.v, y.rows, y.cols, n_heads, hd, L, theta, style, 1);
   if (y.requires_grad())
     tape.record([x, y, n_heads, hd, L, theta, style] {
       // the rotation is orthogonal: its adjoint is the inverse rotation
       T* tmp = y.g;  // rotate d in place (nothing reads y's adjoint after this step), then add it to x's
-      detail::rotate(tmp, y.rows, y.cols, n_heads, hd, L, theta, style, -1);
+      rotate_pairs(tmp, y.rows, y.cols, n_heads, hd, L, theta, style, -1);
       x.agrad() += y.agrad();
     });
   return y;

@@ -38,26 +38,36 @@ inline void linear(ConstMatrixRef in, const Linear& lin, MatrixRM& out) {
   if (lin.b.size()) out.rowwise() += lin.b.transpose();
 }
 
-// Rotates the heads of x ([T, n_heads*hd]) in place; row t sits at position t % L of its sequence.
-inline void rope(MatrixRef x, int n_heads, int hd, int L, float theta, RopeStyle style) {
+// Rotates each head's channel pairs of x (rows of `stride` values) by sign * pos * theta^(-2i/hd), pos = row % L:
+// sign 1 is RoPE, sign -1 its inverse (the adjoint the tape's rope uses).  T = float is the model's arithmetic;
+// double serves the autodiff's checks.
+template <class T>
+void rotate_pairs(T* x, Eigen::Index rows, Eigen::Index stride, int n_heads, int hd, int L, float theta, RopeStyle style,
+                  int sign) {
   const int half = hd / 2;
   std::vector<float> inv_freq(static_cast<std::size_t>(half));
   for (int i = 0; i < half; ++i) inv_freq[std::size_t(i)] = 1.0f / std::pow(theta, float(2 * i) / float(hd));
-  parallel_for(x.rows(), [&](std::int64_t t) {
+  parallel_for(rows, [&](std::int64_t t) {
     const float pos = float(t % L);
-    float* row = x.row(t).data();
+    T* row = x + t * stride;
     for (int i = 0; i < half; ++i) {
-      const float a = pos * inv_freq[std::size_t(i)], c = std::cos(a), s = std::sin(a);
+      const float a = pos * inv_freq[std::size_t(i)];
+      const T c = T(std::cos(a)), s = T(sign) * T(std::sin(a));
       const int i0 = style == RopeStyle::interleaved ? 2 * i : i;
       const int i1 = rope_partner(style, hd, i0);
       for (int h = 0; h < n_heads; ++h) {
-        float* p = row + h * hd;
-        const float v0 = p[i0], v1 = p[i1];
+        T* p = row + h * hd;
+        const T v0 = p[i0], v1 = p[i1];
         p[i0] = v0 * c - v1 * s;
         p[i1] = v0 * s + v1 * c;
       }
     }
   }, std::int64_t(half) * n_heads * 6);
+}
+
+// Rotates the heads of x ([T, n_heads*hd]) in place; row t sits at position t % L of its sequence.
+inline void rope(MatrixRef x, int n_heads, int hd, int L, float theta, RopeStyle style) {
+  rotate_pairs(x.data(), x.rows(), x.outerStride(), n_heads, hd, L, theta, style, 1);
 }
 
 // Causal softmax attention of q [T, H*hd] over k, v [T, KV*hd] (already rotated); att [T, H*hd].
