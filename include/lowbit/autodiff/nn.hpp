@@ -7,8 +7,8 @@
 //                                                                      dw = sum_rows d x r
 //   rope(x)                  each head's channel pairs rotated by      the inverse rotation of d
 //                            pos * theta^(-2i/hd)
-//   causal_attention(q,k,v)  softmax(q k^T / sqrt(hd), causal) v       recomputes P from the saved row max and
-//                            per (sequence, head), GQA                 1/sum: dV = P^T d, dP = d V^T,
+//   causal_attention(q,k,v)  softmax(q k^T / sqrt(hd), causal) v       P kept, or recomputed from the saved row
+//                            per (sequence, head), GQA                 max and 1/sum: dV = P^T d, dP = d V^T,
 //                                                                      dS = P (dP - rowsum(d o)), dQ = dS K / sqrt(hd),
 //                                                                      dK = dS^T Q / sqrt(hd)
 //   silu(a), swiglu(g, u)    a s(a);  silu(g) u                        s (1 + a (1 - s));  d u s (1 + g (1 - s)), d silu(g)
@@ -16,10 +16,10 @@
 //   cross_entropy(z, t)      mean_t (logsumexp z_t - z_t[t_t])         (softmax(z_t) - onehot(t_t)) / T
 //
 // Heads stay in place: q is [T, H*hd] with head h in columns [h*hd, (h+1)*hd), as in model/ops.hpp, so no
-// reshape is needed between the projections and the attention.  The attention keeps no [T, T] matrix on the
-// tape: it stores the softmax's row max and 1/sum per (token, head) and recomputes P in backward (or keeps P when
-// the batch's P has at most 16M values: no second Q K^T and exp), per (sequence, kv head) so that the query heads
-// sharing a K/V head add their gradients in a fixed order.
+// reshape is needed between the projections and the attention.  The attention stores the softmax's row max and
+// 1/sum per (token, head); it keeps P itself only while the batch's P is small (kAttentionKeepP values), else the
+// backward recomputes it.  The backward runs per (sequence, kv head) so that the query heads sharing a K/V head
+// add their gradients in a fixed order.
 #pragma once
 
 #include <Eigen/Core>
@@ -67,7 +67,6 @@ Var<T> rmsnorm(Tape<T>& tape, Var<T> x, Var<T> w, T eps) {
     });
   return y;
 }
-
 
 // RoPE on x [T, n_heads*hd], row t at position t % L.
 template <class T>
